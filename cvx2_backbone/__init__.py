@@ -1,0 +1,12 @@
+"""ConvNeXt V2 / V1 backbones for mmdet and mmsegmentation.
+
+Importing the package registers the backbones (``cvx2_backbone.ConvNeXtV2``,
+``cvx2_backbone.ConvNeXt``) and the layer-wise lr decay optimizer constructor with mmengine;
+it needs torch, mmengine and timm only.
+"""
+from .convnext import V1_ARCHS, V2_ARCHS, ConvNeXt, ConvNeXtV2
+from . import lr_decay  # noqa: F401  (registers the optimizer constructor)
+from .registry import MODELS
+from .version import __version__
+
+__all__ = ["ConvNeXt", "ConvNeXtV2", "MODELS", "V1_ARCHS", "V2_ARCHS", "__version__"]

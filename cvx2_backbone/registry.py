@@ -1,0 +1,10 @@
+"""mmengine registries of this package.
+
+The backbone lives in a child registry with scope ``cvx2_backbone`` under mmengine's root
+``MODELS``, so ``type='cvx2_backbone.ConvNeXtV2'`` resolves from mmdet's and mmseg's scopes
+alike without importing either of them here.
+"""
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+MODELS = Registry("model", parent=MMENGINE_MODELS, scope="cvx2_backbone")

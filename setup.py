@@ -1,0 +1,47 @@
+"""Packaging for cvx2_backbone. Requirements are loose here; the tested pins live in
+requirements/constraints.txt and are installed by `make setup`."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version = {}
+exec((ROOT / "cvx2_backbone" / "version.py").read_text(), version)
+
+DET = ["mmcv>=2.0.0,<2.2.0", "mmdet>=3.0,<3.4", "pycocotools"]
+SEG = ["mmcv>=2.0.0,<2.2.0", "mmsegmentation>=1.0,<1.3", "ftfy", "regex"]
+HF = ["transformers>=4.40"]
+
+setup(
+    name="cvx2_backbone",
+    version=version["__version__"],
+    description="ConvNeXt V2 / V1 backbone for the OpenMMLab 3.x stack (mmdet, mmseg)",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["cvx2_backbone", "cvx2_backbone.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "timm>=1.0",
+        "mmengine>=0.10,<0.11",
+        "numpy",
+        "pillow",
+        "safetensors",
+        "huggingface_hub",
+        "tqdm",
+    ],
+    extras_require={
+        "det": DET,
+        "seg": SEG,
+        "hf": HF,
+        "all": sorted(set(DET + SEG + HF + ["matplotlib"])),
+        "test": sorted(set(DET + SEG + HF + ["matplotlib", "pytest>=7", "pytest-timeout"])),
+    },
+    entry_points={"console_scripts": ["cvx2=cvx2_backbone.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Install the tested stack and this package (editable, with test extras) into a virtual environment.
+#
+# Uses the active virtual environment if there is one, otherwise creates ./.venv.
+# Safe to re-run: packages already present in a compatible version are kept, so an
+# environment that already works (for example with a CUDA build of torch) is not replaced.
+# mmcv 2.1.0 has no wheel for current torch: it is built from source with its C++ ops
+# (about 6 minutes on 2 cores, then cached). With a GPU and nvcc present the CUDA ops are
+# built too (set CVX2_MMCV_CUDA=0 or 1 to decide yourself).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+
+if [[ -n "${VIRTUAL_ENV:-}" ]]; then
+  PY="$VIRTUAL_ENV/bin/python"
+  echo "[setup] using the active virtual environment $VIRTUAL_ENV"
+else
+  if [[ ! -x .venv/bin/python ]]; then
+    echo "[setup] creating .venv"
+    python3 -m venv .venv
+  fi
+  PY="$ROOT/.venv/bin/python"
+fi
+pip_install() { "$PY" -m pip install --disable-pip-version-check "$@"; }
+has() { "$PY" - "$@" <<'PYEOF'
+import importlib.metadata as md, sys
+from packaging.specifiers import SpecifierSet
+name, spec = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
+try:
+    version = md.version(name)
+except md.PackageNotFoundError:
+    sys.exit(1)
+sys.exit(0 if version in SpecifierSet(spec, prereleases=True) else 1)
+PYEOF
+}
+
+pip_install -q --upgrade pip
+# setuptools < 81 still ships pkg_resources, which mmcv 2.1.0's setup.py imports.
+pip_install -q -c "$CONSTRAINTS" setuptools wheel packaging ninja
+
+# torch: keep an installed torch >= 2.1 (it may be the user's CUDA build); otherwise the pinned one.
+if has torch ">=2.1" && has torchvision; then
+  echo "[setup] keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+  echo "[setup] installing torch and torchvision (PyPI builds; large download the first time)"
+  pip_install -c "$CONSTRAINTS" torch torchvision
+fi
+
+pip_install -q -c "$CONSTRAINTS" mmengine
+
+# mmcv with compiled ops: mmdet 3.3 / mmseg 1.2 need 2.0 <= mmcv < 2.2, and 2.1.0 has no wheel for
+# current torch. We build it from the sdist once and keep the wheel in a cache keyed by the torch
+# version and the op flavour (a wheel built against one torch does not load with another).
+build_mmcv() {
+  local flavour=$1 torch_version include cache tmp
+  torch_version=$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')
+  cache="${CVX2_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cvx2_backbone/wheels}/mmcv-2.1.0-torch$torch_version-$flavour"
+  if ! compgen -G "$cache/mmcv-2.1.0-*.whl" >/dev/null; then
+    echo "[setup] building mmcv 2.1.0 with $flavour ops (about 6 minutes on 2 cores; cached in $cache)"
+    tmp=$(mktemp -d)
+    pip_install -q --upgrade pip >/dev/null
+    "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: mmcv==2.1.0 -d "$tmp"
+    tar xzf "$tmp/mmcv-2.1.0.tar.gz" -C "$tmp"
+    include=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')
+    if grep -q "C++20 or later" "$include/ATen/ATen.h" 2>/dev/null; then
+      # This torch's headers need C++20; mmcv 2.1.0's setup.py asks for C++14/17.
+      sed -i 's/-std=c++1[47]/-std=c++20/g' "$tmp/mmcv-2.1.0/setup.py"
+    fi
+    if [[ $flavour == cuda ]]; then export FORCE_CUDA=1; else export FORCE_CUDA=0; fi
+    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+      "$PY" -m pip wheel -q --no-build-isolation --no-deps "$tmp/mmcv-2.1.0" -w "$tmp/wheel"
+    mkdir -p "$cache"
+    mv "$tmp"/wheel/mmcv-2.1.0-*.whl "$cache/"
+    rm -rf "$tmp"
+  fi
+  pip_install -q -c "$CONSTRAINTS" "$cache"/mmcv-2.1.0-*.whl
+}
+
+if has mmcv ">=2.0,<2.2" && "$PY" -c "import mmcv.ops" 2>/dev/null; then
+  echo "[setup] keeping installed mmcv $("$PY" -c 'import mmcv; print(mmcv.__version__)') (ops present)"
+else
+  want_cuda=${CVX2_MMCV_CUDA:-auto}
+  if [[ $want_cuda == auto ]]; then
+    want_cuda=0
+    if command -v nvcc >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 \
+       && "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)"; then
+      want_cuda=1
+    fi
+  fi
+  if [[ $want_cuda == 1 ]]; then build_mmcv cuda; else build_mmcv cpu; fi
+fi
+
+pip_install -q -c "$CONSTRAINTS" -e ".[test]"
+echo "[setup] done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, timm; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")')"
