@@ -39,8 +39,8 @@ pip_install -q --upgrade pip
 # setuptools < 81 still ships pkg_resources, which mmcv 2.1.0's setup.py imports.
 pip_install -q -c "$CONSTRAINTS" setuptools wheel packaging ninja
 
-# torch: keep an installed torch >= 2.1 (it may be the user's CUDA build); otherwise the pinned one.
-if has torch ">=2.1" && has torchvision; then
+# torch: keep an installed torch >= 2.5 (it may be your CUDA build); otherwise the pinned one.
+if has torch ">=2.5" && has torchvision; then
   echo "[setup] keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
 else
   echo "[setup] installing torch and torchvision (PyPI builds; large download the first time)"

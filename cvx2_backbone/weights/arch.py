@@ -1,0 +1,170 @@
+"""The architecture a checkpoint holds, read from its weights or from a config.json.
+
+So a backbone can be built from weights alone, and a config whose ``arch`` does not match its
+checkpoint fails with an error that names both sizes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from torch import Tensor
+
+from ..convnext import V1_ARCHS, V2_ARCHS, ConvNeXt, ConvNeXtV2
+from .errors import CheckpointError
+
+_BLOCK = re.compile(r"^stages\.(\d+)\.(\d+)\.")
+_TIMM_ARCH = re.compile(r"^convnext(v2)?_([a-z]+)$")
+_LAYER_SCALE = 1e-6  # any positive value: loading overwrites it
+_CONFIG_KEYS = ("model_type", "architecture", "hidden_sizes")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Depths, widths and block options of a ConvNeXt, plus its classifier size if it has one."""
+
+    depths: tuple[int, ...]
+    dims: tuple[int, ...]
+    use_grn: bool
+    layer_scale: bool
+    in_channels: int = 3
+    patch_size: int = 4
+    num_classes: int | None = None
+    hidden_act: str = "gelu"
+
+    @property
+    def version(self) -> str:
+        """'V2' (GRN in the blocks) or 'V1'."""
+        return "V2" if self.use_grn else "V1"
+
+    @property
+    def preset(self) -> str | None:
+        """The preset name with these depths and widths (atto..huge), if there is one."""
+        table = V2_ARCHS if self.use_grn else V1_ARCHS
+        for name, (depths, dims) in table.items():
+            if tuple(depths) == self.depths and tuple(dims) == self.dims:
+                return name
+        return None
+
+    def describe(self) -> str:
+        """E.g. 'ConvNeXt V2 tiny' or 'ConvNeXt V1 with depths [1, 1] and dims [8, 16]' plus options that differ."""
+        size = self.preset or f"with depths {list(self.depths)} and dims {list(self.dims)}"
+        extras = []
+        if self.use_grn == self.layer_scale:
+            extras.append("GRN and layer scale" if self.use_grn else "neither GRN nor layer scale")
+        if self.in_channels != 3:
+            extras.append(f"{self.in_channels} input channels")
+        if self.patch_size != 4:
+            extras.append(f"patch size {self.patch_size}")
+        return f"ConvNeXt {self.version} {size}" + (f" ({', '.join(extras)})" if extras else "")
+
+    @property
+    def backbone_class(self) -> type[ConvNeXt]:
+        """``ConvNeXtV2`` for GRN checkpoints, ``ConvNeXt`` otherwise."""
+        return ConvNeXtV2 if self.use_grn else ConvNeXt
+
+    @property
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that make ``backbone_class`` match these weights."""
+        kwargs: dict[str, Any] = {
+            "arch": self.preset or {"depths": list(self.depths), "dims": list(self.dims)},
+            "use_grn": self.use_grn,
+            "layer_scale_init_value": _LAYER_SCALE if self.layer_scale else 0.0,
+        }
+        if self.in_channels != 3:
+            kwargs["in_channels"] = self.in_channels
+        if self.patch_size != 4:
+            kwargs["patch_size"] = self.patch_size
+        if self.hidden_act != "gelu":
+            kwargs["hidden_act"] = self.hidden_act
+        return kwargs
+
+    def backbone_cfg(self, **overrides: Any) -> dict[str, Any]:
+        """An mmengine config dict for the backbone, e.g. ``dict(type='cvx2_backbone.ConvNeXtV2', arch='tiny', ...)``."""
+        return {"type": f"cvx2_backbone.{self.backbone_class.__name__}", **self.arch_kwargs, **overrides}
+
+    def build_backbone(self, **overrides: Any) -> ConvNeXt:
+        """A backbone of this architecture (random weights; load them with ``load_pretrained``)."""
+        return self.backbone_class(**{**self.arch_kwargs, **overrides})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for JSON metadata), with the preset name added."""
+        return {**asdict(self), "depths": list(self.depths), "dims": list(self.dims), "preset": self.preset}
+
+    @classmethod
+    def of_model(cls, model: ConvNeXt) -> "ArchSpec":
+        """The architecture of a built backbone."""
+        return cls(tuple(model.depths), tuple(model.dims), bool(model.use_grn),
+                   bool(model.layer_scale_init_value and model.layer_scale_init_value > 0),
+                   model.in_channels, model.patch_size)
+
+
+def arch_from_state_dict(state_dict: Mapping[str, Tensor]) -> ArchSpec:
+    """Read the architecture from the shapes of a state dict in this project's layout."""
+    blocks: dict[int, set[int]] = {}
+    for key in state_dict:
+        match = _BLOCK.match(key)
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    stem = state_dict.get("downsample_layers.0.0.weight")
+    if not blocks or stem is None:
+        raise CheckpointError("cannot read the architecture: the weights have no stem "
+                              "(downsample_layers.0.0.weight) or no blocks (stages.i.j.*)")
+    stages = sorted(blocks)
+    if stages != list(range(len(stages))) or any(sorted(b) != list(range(len(b))) for b in blocks.values()):
+        raise CheckpointError(f"the checkpoint's stages/blocks are not numbered contiguously "
+                              f"({ {s: sorted(b) for s, b in blocks.items()} }); it is incomplete")
+    try:
+        dims = tuple(int(state_dict[f"stages.{s}.0.dwconv.weight"].shape[0]) for s in stages)
+    except KeyError as err:
+        raise CheckpointError(f"cannot read the architecture: {err.args[0]} is missing") from err
+    head = state_dict.get("head.weight")
+    return ArchSpec(
+        depths=tuple(len(blocks[s]) for s in stages),
+        dims=dims,
+        use_grn=any(k.endswith(".grn.gamma") for k in state_dict),
+        layer_scale=any(_BLOCK.match(k) and k.endswith(".gamma") and ".grn." not in k for k in state_dict),
+        in_channels=int(stem.shape[1]),
+        patch_size=int(stem.shape[-1]),
+        num_classes=int(head.shape[0]) if head is not None and head.dim() == 2 else None,
+    )
+
+
+def arch_from_config(config: Mapping[str, Any]) -> ArchSpec:
+    """Read the architecture from a Hugging Face (``model_type`` convnext/convnextv2) or timm config.json."""
+    model_type = config.get("model_type")
+    if model_type in ("convnext", "convnextv2"):
+        try:
+            depths, dims = tuple(config["depths"]), tuple(config["hidden_sizes"])
+        except KeyError as err:
+            raise CheckpointError(f"the {model_type} config has no {err.args[0]!r}") from err
+        architectures = config.get("architectures") or []
+        classifier = any(a.endswith("ForImageClassification") for a in architectures)
+        labels = config.get("id2label")
+        return ArchSpec(
+            depths=depths, dims=dims, use_grn=model_type == "convnextv2",
+            layer_scale=model_type == "convnext" and float(config.get("layer_scale_init_value", 1e-6)) > 0,
+            in_channels=int(config.get("num_channels", 3)), patch_size=int(config.get("patch_size", 4)),
+            num_classes=(len(labels) if labels else config.get("num_labels")) if classifier else None,
+            hidden_act=str(config.get("hidden_act", "gelu")),
+        )
+    match = _TIMM_ARCH.match(str(config.get("architecture", "")))
+    if match:
+        table = V2_ARCHS if match.group(1) else V1_ARCHS
+        if match.group(2) in table:
+            depths, dims = table[match.group(2)]
+            classes = config.get("num_classes")
+            return ArchSpec(tuple(depths), tuple(dims), use_grn=bool(match.group(1)), layer_scale=not match.group(1),
+                            num_classes=int(classes) if classes else None)
+    raise CheckpointError(f"not a ConvNeXt config: model_type={model_type!r}, architecture="
+                          f"{config.get('architecture')!r}; expected a Hugging Face convnext/convnextv2 config or a "
+                          "timm convnext_*/convnextv2_* config")
+
+
+def infer_arch(source: Mapping[str, Any]) -> ArchSpec:
+    """The architecture of a checkpoint (any supported layout, wrapped or not) or of a config.json dict."""
+    if any(key in source for key in _CONFIG_KEYS):
+        return arch_from_config(source)
+    from .conversion import convert_state_dict
+    return arch_from_state_dict(convert_state_dict(source).state_dict)

@@ -1,0 +1,103 @@
+"""Fetching checkpoint files from the Hugging Face hub and from URLs, through the usual caches.
+
+``HubDownloader`` is the default; anything with the same two methods can replace it (see
+``use_downloader``), which is how the tests resolve hub references from local files.
+"""
+from __future__ import annotations
+
+import os
+import urllib.error
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Protocol
+from urllib.parse import urlparse
+
+from .errors import HubUnavailableError
+
+_TRUTHY = {"1", "ON", "YES", "TRUE"}
+
+
+class Downloader(Protocol):
+    """Turns a hub file or a URL into a local path; raises FileNotFoundError when the file does not exist."""
+
+    def hf_file(self, repo_id: str, filename: str, revision: str | None = None) -> Path: ...
+
+    def url(self, url: str) -> Path: ...
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set now (or was when huggingface_hub was imported)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUTHY:
+        return True
+    from huggingface_hub import constants
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def unreachable_message(what: str, reason: str) -> str:
+    """The error text for a file that cannot be fetched, with the way around it."""
+    return (f"cannot fetch {what}: {reason}. Download the file on a machine with internet access "
+            "(for a hub repo: `hf download <repo id>`; for a URL: any browser or wget) and pass the local file "
+            "or folder as checkpoint=PATH")
+
+
+class HubDownloader:
+    """huggingface_hub's ``hf_hub_download`` for hub files, torch.hub's cache for URLs; honours HF_HUB_OFFLINE."""
+
+    def hf_file(self, repo_id: str, filename: str, revision: str | None = None) -> Path:
+        from huggingface_hub import errors, hf_hub_download
+
+        where = f"{filename} from the Hugging Face repo {repo_id}" + (f"@{revision}" if revision else "")
+        try:
+            return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=hub_offline()))
+        except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as err:
+            reason = ("offline mode is on (HF_HUB_OFFLINE) and the file is not in the local cache" if hub_offline()
+                      else "the hub is unreachable and the file is not in the local cache")
+            raise HubUnavailableError(unreachable_message(where, reason)) from err
+        except errors.EntryNotFoundError as err:
+            raise FileNotFoundError(f"{where}: no such file in the repo") from err
+        except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError) as err:
+            raise FileNotFoundError(f"{where}: the repo or revision does not exist, or it is private or gated "
+                                    "(log in with `hf auth login` if you have access)") from err
+        except (errors.HfHubHTTPError, OSError) as err:
+            raise HubUnavailableError(unreachable_message(where, f"{type(err).__name__}: {err}")) from err
+
+    def url(self, url: str) -> Path:
+        import torch.hub
+
+        name = os.path.basename(urlparse(url).path)
+        if not name:
+            raise ValueError(f"cannot tell a file name from the URL {url!r}; download it and pass the local path")
+        target = Path(torch.hub.get_dir()) / "checkpoints" / name
+        if target.is_file():
+            return target
+        if hub_offline():
+            raise HubUnavailableError(unreachable_message(
+                url, f"offline mode is on (HF_HUB_OFFLINE) and {target} is not cached"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(target), progress=True)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise FileNotFoundError(f"{url}: the server has no such file (HTTP 404)") from err
+            raise HubUnavailableError(unreachable_message(url, f"HTTP {err.code} {err.reason}")) from err
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            raise HubUnavailableError(unreachable_message(url, f"{type(err).__name__}: {err}")) from err
+        return target
+
+
+_current: list[Downloader] = [HubDownloader()]
+
+
+def current_downloader() -> Downloader:
+    """The downloader hub references resolve through (``HubDownloader`` unless replaced)."""
+    return _current[-1]
+
+
+@contextmanager
+def use_downloader(downloader: Downloader) -> Iterator[Downloader]:
+    """Resolve hub references and URLs through ``downloader`` inside the block (tests, mirrors, air-gapped sites)."""
+    _current.append(downloader)
+    try:
+        yield downloader
+    finally:
+        _current.remove(downloader)

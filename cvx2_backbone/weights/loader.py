@@ -1,0 +1,117 @@
+"""Reading a checkpoint reference into this project's layout, and loading it into a backbone.
+
+``load_pretrained`` is what ``init_cfg=dict(type='Pretrained', checkpoint=SRC)`` runs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from ..convnext import ConvNeXt
+from .arch import ArchSpec, arch_from_state_dict
+from .conversion import convert_state_dict
+from .errors import CheckpointError
+from .hub import Downloader
+from .reading import read_files
+from .report import LoadReport, check_arch, match_keys
+from .sources import resolve_source
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint converted to this project's layout, with where it came from and what it holds."""
+
+    reference: str
+    state_dict: dict[str, Tensor]
+    format: str
+    format_description: str
+    files: tuple[Path, ...] = ()
+    config: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    discarded: dict[str, int] = field(default_factory=dict)
+    neck: dict[str, Tensor] = field(default_factory=dict)  # a detector's neck (``neck.`` stripped), if any
+
+    @cached_property
+    def arch(self) -> ArchSpec:
+        """The architecture, from the weights' shapes (and the activation from a Hugging Face config)."""
+        arch = arch_from_state_dict(self.state_dict)
+        if self.config and self.config.get("model_type") in ("convnext", "convnextv2"):
+            arch = replace(arch, hidden_act=str(self.config.get("hidden_act", arch.hidden_act)))
+        return arch
+
+    @property
+    def backbone_class(self) -> type[ConvNeXt]:
+        """``ConvNeXtV2`` or ``ConvNeXt``, whichever these weights are for."""
+        return self.arch.backbone_class
+
+    @property
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``backbone_class`` that match these weights."""
+        return self.arch.arch_kwargs
+
+    def backbone_state_dict(self) -> dict[str, Tensor]:
+        """The state dict without the classifier (``norm.*``, ``head.*``)."""
+        return {k: v for k, v in self.state_dict.items() if not k.startswith(("norm.", "head."))}
+
+    def load_into(self, model: ConvNeXt, source: Any = None, log: bool = True) -> LoadReport:
+        """Load into ``model`` after checking the architecture; returns (and logs) the report."""
+        if not isinstance(model, ConvNeXt):
+            raise TypeError(f"weights load into a cvx2_backbone ConvNeXt/ConvNeXtV2, got {type(model).__name__}")
+        label = str(source) if source is not None else self.reference
+        check_arch(self.arch, ArchSpec.of_model(model), label)
+        tensors, categories = match_keys(self.state_dict, model, label)
+        with torch.no_grad():
+            result = model.load_state_dict(tensors, strict=False)
+        if result.unexpected_keys:  # match_keys only passes the model's own keys
+            raise CheckpointError(f"internal error: unexpected keys {result.unexpected_keys}")
+        report = LoadReport(label, self.format, self.arch, list(tensors), notes=list(self.notes),
+                            discarded=dict(self.discarded), **categories)
+        if log:
+            report.log()
+        return report
+
+
+def read_checkpoint(
+    source: str | os.PathLike | Mapping[str, Any],
+    prefix: str | None = None,
+    *,
+    trust_pickle: bool | None = None,
+    downloader: Downloader | None = None,
+) -> Checkpoint:
+    """Resolve, read safely and convert ``source`` (a path, folder, URL, ``hf://...``, ``timm/...`` or a loaded dict)."""
+    if isinstance(source, Mapping):
+        converted = convert_state_dict(source, prefix)
+        return Checkpoint("<state dict>", converted.state_dict, converted.format, converted.format_description,
+                          notes=converted.notes, discarded=converted.discarded, neck=converted.neck)
+    resolved = resolve_source(source, downloader)
+    contents = read_files(resolved.weight_files, trust_pickle)
+    try:
+        converted = convert_state_dict(contents.obj, prefix)
+    except CheckpointError as err:
+        raise CheckpointError(f"{resolved.reference}: {err}") from err
+    return Checkpoint(resolved.reference, converted.state_dict, converted.format, converted.format_description,
+                      files=resolved.weight_files, config=resolved.read_config(),
+                      notes=contents.notes + converted.notes, discarded=converted.discarded, neck=converted.neck)
+
+
+def load_pretrained(
+    model: ConvNeXt,
+    source: str | os.PathLike | Mapping[str, Any],
+    prefix: str | None = None,
+    *,
+    trust_pickle: bool | None = None,
+    downloader: Downloader | None = None,
+) -> LoadReport:
+    """Load any supported checkpoint into a ``ConvNeXt``/``ConvNeXtV2`` backbone and log one report.
+
+    The format is detected from keys and shapes; an architecture mismatch raises
+    ``ArchMismatchError`` naming the size the checkpoint looks like.
+    """
+    checkpoint = read_checkpoint(source, prefix, trust_pickle=trust_pickle, downloader=downloader)
+    return checkpoint.load_into(model)
