@@ -1,0 +1,115 @@
+"""The backbone inside OpenMMLab: registration, config resolution, one real training step."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ATTO_CHANNELS = [40, 80, 160, 320]
+
+
+def _config(tmp_path, text: str) -> Config:
+    path = tmp_path / "cfg.py"
+    path.write_text(textwrap.dedent(text))
+    return Config.fromfile(str(path))
+
+
+def test_import_does_not_load_mmdet_or_mmseg():
+    code = ("import sys, cvx2_backbone; loaded = [m for m in ('mmdet', 'mmseg', 'mmcv.ops') if m in sys.modules]; "
+            "print(loaded); sys.exit(1 if loaded else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_needs_only_torch_mmengine_and_timm():
+    # Make the optional packages unimportable, as on a machine without them.
+    code = ("import sys\n"
+            "for name in ('mmdet', 'mmseg', 'mmcv', 'transformers', 'pycocotools', 'matplotlib'):\n"
+            "    sys.modules[name] = None\n"
+            "import cvx2_backbone, torch\n"
+            "print(cvx2_backbone.ConvNeXtV2('atto')(torch.zeros(1, 3, 32, 32))[-1].shape)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "torch.Size([1, 320, 1, 1])" in result.stdout
+
+
+@pytest.mark.parametrize("scope", ["mmdet", "mmseg"])
+@pytest.mark.parametrize("name", ["ConvNeXtV2", "ConvNeXt"])
+def test_config_builds_backbone_under_scope(tmp_path, scope, name):
+    cfg = _config(tmp_path, f"""
+        default_scope = '{scope}'
+        custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+        backbone = dict(type='cvx2_backbone.{name}', arch='atto', out_indices=(1, 3))
+    """)
+    registry = __import__(f"{scope}.registry", fromlist=["MODELS"]).MODELS
+    init_default_scope(cfg.default_scope)
+    model = registry.build(cfg.backbone)
+    assert type(model).__name__ == name
+    assert model.out_channels == [80, 320]
+
+
+def _grads_reach_the_stem(model) -> bool:
+    grad = model.backbone.downsample_layers[0][0].weight.grad
+    return grad is not None and bool(grad.abs().sum() > 0)
+
+
+@pytest.mark.slow
+def test_mask_rcnn_training_step(tmp_path):
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+
+    cfg = _config(tmp_path, f"""
+        _base_ = 'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
+        custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+        model = dict(
+            backbone=dict(_delete_=True, type='cvx2_backbone.ConvNeXtV2', arch='atto', drop_path_rate=0.1),
+            neck=dict(in_channels={ATTO_CHANNELS}))
+    """)
+    init_default_scope("mmdet")
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).train()
+    packed = demo_mm_inputs(2, [[3, 160, 160], [3, 128, 192]], num_items=[3, 2], num_classes=80, with_mask=True)
+    data = model.data_preprocessor(packed, True)
+    losses = model(**data, mode="loss")
+    loss, log_vars = model.parse_losses(losses)
+    assert {"loss_rpn_cls", "loss_cls", "loss_bbox", "loss_mask"} <= set(log_vars)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert _grads_reach_the_stem(model)
+
+
+@pytest.mark.slow
+def test_upernet_training_step(tmp_path):
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmengine.structures import PixelData
+
+    cfg = _config(tmp_path, f"""
+        _base_ = 'mmseg::_base_/models/upernet_convnext.py'
+        custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+        norm_cfg = dict(type='BN', requires_grad=True)
+        model = dict(
+            data_preprocessor=dict(size=(128, 128)),
+            backbone=dict(_delete_=True, type='cvx2_backbone.ConvNeXtV2', arch='atto', drop_path_rate=0.1),
+            decode_head=dict(in_channels={ATTO_CHANNELS}, channels=64, num_classes=5, norm_cfg=norm_cfg),
+            auxiliary_head=dict(in_channels={ATTO_CHANNELS[2]}, channels=32, num_classes=5, norm_cfg=norm_cfg))
+    """)
+    init_default_scope("mmseg")
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).train()
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(128, 128), pad_shape=(128, 128), ori_shape=(128, 128)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, 128, 128)))
+        samples.append(sample)
+    inputs = [torch.randint(0, 256, (3, 128, 128), dtype=torch.uint8) for _ in range(2)]
+    data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
+    losses = model(**data, mode="loss")
+    loss, log_vars = model.parse_losses(losses)
+    assert {"decode.loss_ce", "aux.loss_ce"} <= set(log_vars)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert _grads_reach_the_stem(model)
