@@ -1,0 +1,13 @@
+"""Layer-wise learning-rate decay for the ConvNeXt backbones: the rules and the mmengine optimizer constructor.
+
+Importing it registers ``ConvNeXtLayerDecayOptimizerConstructor`` in mmengine's root
+``OPTIM_WRAPPER_CONSTRUCTORS``; see docs/lr_decay.md.
+"""
+from .constructor import ConvNeXtLayerDecayOptimizerConstructor, find_backbone, no_decay_param_ids
+from .rules import (DECAY_TYPES, backbone_layer_depth, convnext_layer_id, default_num_layers, lr_scale,
+                    min_num_layers, resolve_num_layers)
+from .table import format_lr_groups
+
+__all__ = ["ConvNeXtLayerDecayOptimizerConstructor", "DECAY_TYPES", "backbone_layer_depth", "convnext_layer_id",
+           "default_num_layers", "find_backbone", "format_lr_groups", "lr_scale", "min_num_layers",
+           "no_decay_param_ids", "resolve_num_layers"]
