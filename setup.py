@@ -8,7 +8,7 @@ ROOT = Path(__file__).parent
 version = {}
 exec((ROOT / "cvx2_backbone" / "version.py").read_text(), version)
 
-DET = ["mmcv>=2.0.0,<2.2.0", "mmdet>=3.0,<3.4", "pycocotools"]
+DET = ["mmcv>=2.0.0,<2.2.0", "mmdet>=3.0,<3.4", "pycocotools", "matplotlib"]
 SEG = ["mmcv>=2.0.0,<2.2.0", "mmsegmentation>=1.0,<1.3", "ftfy", "regex"]
 HF = ["transformers>=4.40"]
 

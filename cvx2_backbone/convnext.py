@@ -378,10 +378,12 @@ class ConvNeXt(BaseModule):
         return stage(x)
 
     def _emit(self, name: str, x: Tensor) -> Tensor:
-        return getattr(self, self._norm_name(name))(x) if self.out_norm else x
+        x = getattr(self, self._norm_name(name))(x) if self.out_norm else x
+        # Plain NCHW memory: mmcv's ops (RoIAlign, ...) read raw NCHW memory without checking strides.
+        return x.contiguous()
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        """Return the selected feature maps, in network order, as a tuple (NCHW, channels-last memory)."""
+        """Return the selected feature maps, in network order, as a tuple of contiguous NCHW tensors."""
         self._check_input(x)
         x = x.contiguous(memory_format=torch.channels_last)
         wanted = set(self.out_features)

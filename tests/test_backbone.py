@@ -333,3 +333,12 @@ def test_params_equal_timm_without_head(cls, prefix, arch):
         theirs = timm.create_model(f"{prefix}_{arch}", pretrained=False)
     theirs_backbone = sum(p.numel() for n, p in theirs.named_parameters() if not n.startswith("head."))
     assert num_params(ours) == theirs_backbone
+
+
+@pytest.mark.parametrize("out_norm", [True, False])
+def test_outputs_are_plain_contiguous_nchw(out_norm):
+    # mmcv's ops (RoIAlign in every Mask R-CNN head) read raw NCHW memory and ignore strides.
+    model = ConvNeXtV2(TINY, out_norm=out_norm, out_features=["stem", "stage2", "stage4"]).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, 64, 96))
+    assert all(o.is_contiguous() for o in outs)
