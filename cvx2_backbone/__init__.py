@@ -6,7 +6,8 @@ it needs torch, mmengine and timm only.
 """
 from .convnext import V1_ARCHS, V2_ARCHS, ConvNeXt, ConvNeXtV2
 from . import lr_decay  # noqa: F401  (registers the optimizer constructor)
+from .extractor import FeatureExtractor
 from .registry import MODELS
 from .version import __version__
 
-__all__ = ["ConvNeXt", "ConvNeXtV2", "MODELS", "V1_ARCHS", "V2_ARCHS", "__version__"]
+__all__ = ["ConvNeXt", "ConvNeXtV2", "FeatureExtractor", "MODELS", "V1_ARCHS", "V2_ARCHS", "__version__"]

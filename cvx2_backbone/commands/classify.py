@@ -1,0 +1,124 @@
+"""`cvx2 classify IMAGE --weights SRC`: top-5 ImageNet classes from a classification checkpoint.
+
+A quick check that weights loaded right: the checkpoint's own head (final LayerNorm and Linear
+over globally pooled stage-4 features) is kept. Images are prepared as the published ConvNeXt
+preprocessor configs of Hugging Face's ``ConvNextImageProcessor`` say: bicubic resize; below 384 px
+the short side goes to size / crop_pct and the centre size x size is cropped; from 384 px on the
+image is resized to size x size; then ImageNet mean/std.
+"""
+from __future__ import annotations
+
+import argparse
+
+HELP = "top-5 ImageNet classes of images with a classification checkpoint (checks that weights load right)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--weights", required=True,
+                        help="classification checkpoint: file, folder, http(s) URL, hf://repo or timm/model.tag")
+    parser.add_argument("--image-size", type=int, default=224, help="network input size (use 384 for *_384 models)")
+    parser.add_argument("--crop-pct", type=float, default=224 / 256,
+                        help="centre-crop fraction for sizes below 384 (Hugging Face's default)")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def classifier_input(image, size: int, crop_pct: float):
+    """One image of any kind the extractor accepts -> normalised (3, size, size) tensor (see module docstring)."""
+    import torch
+    import torch.nn.functional as F
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from ..extractor import shortest_edge_size, to_rgb_tensor
+
+    pixels = to_rgb_tensor(image)
+    h, w = pixels.shape[-2:]
+    target = (size, size) if size >= 384 else shortest_edge_size(h, w, int(size / crop_pct))
+    pixels = F.interpolate(pixels[None], size=target, mode="bicubic", align_corners=False, antialias=True)[0]
+    top, left = (pixels.shape[1] - size) // 2, (pixels.shape[2] - size) // 2
+    pixels = pixels[:, top:top + size, left:left + size].clamp(0, 1)
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
+class Classifier:
+    """Backbone + the checkpoint's head: LayerNorm and Linear over the globally averaged last stage."""
+
+    def __init__(self, weights: str) -> None:
+        from torch import nn
+
+        from ..weights import CheckpointError, read_checkpoint
+
+        checkpoint = read_checkpoint(weights)
+        state = checkpoint.state_dict
+        if "head.weight" not in state or "norm.weight" not in state:
+            raise CheckpointError(f"{weights} holds no classification head (norm.*, head.*): it is a backbone, "
+                                  "FCMAE pre-training or detector checkpoint; use an ImageNet fine-tuned one, e.g. "
+                                  "timm/convnextv2_atto.fcmae_ft_in1k")
+        self.backbone = checkpoint.backbone_class(out_features=["stage4"], out_norm=False, **checkpoint.arch_kwargs)
+        self.report = checkpoint.load_into(self.backbone, source=weights, log=False)
+        if not self.report.clean:
+            raise CheckpointError(f"{weights} does not fit its own architecture: {self.report.summary()}")
+        self.arch = checkpoint.arch
+        width, classes = state["head.weight"].shape[1], state["head.weight"].shape[0]
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.head = nn.Linear(width, classes)
+        self.norm.load_state_dict({"weight": state["norm.weight"], "bias": state["norm.bias"]})
+        self.head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
+        self.num_classes = classes
+        self.modules = nn.ModuleList([self.backbone, self.norm, self.head]).eval()
+
+    def to(self, device) -> "Classifier":
+        self.modules.to(device)
+        return self
+
+    def __call__(self, pixels):
+        """Normalised (N, 3, H, W) pixels -> class probabilities (N, num_classes)."""
+        (last,) = self.backbone(pixels)
+        return self.head(self.norm(last.mean(dim=(-2, -1)))).softmax(dim=-1)
+
+
+def class_names(num_classes: int) -> list[str] | None:
+    """ImageNet class descriptions for a head of this size (1k, 12k, 21k/22k variants), from timm; None if unknown."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset({"num_classes": num_classes})
+    return ImageNetInfo(subset).label_descriptions() if subset else None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..extractor import ImageReadError
+    from ..weights import CheckpointError
+
+    if args.top_k < 1 or args.image_size < 32:
+        print("cvx2 classify: error: --top-k must be >= 1 and --image-size >= 32")
+        return 2
+    try:
+        classifier = Classifier(args.weights)
+    except (CheckpointError, OSError) as err:  # unusable, missing or unreachable weights
+        print(f"cvx2 classify: error: {err}")
+        return 2
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    classifier.to(device)
+    names = class_names(classifier.num_classes)
+    print(f"{classifier.arch.describe()} with a {classifier.num_classes}-class head from {args.weights}"
+          + ("" if names else " (class names unknown for this head size: printing indices)"))
+    failed = 0
+    for path in args.images:
+        try:
+            pixels = classifier_input(path, args.image_size, args.crop_pct)[None].to(device)
+        except ImageReadError as err:
+            print(f"\n{path}: skipped: {err}")
+            failed += 1
+            continue
+        with torch.inference_mode():
+            probs = classifier(pixels)[0].float().cpu()
+        values, indices = probs.topk(min(args.top_k, classifier.num_classes))
+        print(f"\n{path}")
+        for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
+            print(f"  {rank}. {100 * p:6.2f}%  {i:5d}  {names[i] if names else ''}")
+    return 1 if failed else 0

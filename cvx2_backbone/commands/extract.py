@@ -1,0 +1,260 @@
+"""`cvx2 extract IMAGES_OR_FOLDERS -o OUT`: one feature file (and optionally one picture) per image.
+
+Every file is written to a temporary name and renamed, so an interrupt never leaves a half file;
+outputs that exist are kept (rerun the same command to resume) unless ``--overwrite``.
+Exit status: 0 all images done, 1 some inputs unreadable (listed at the end, the rest written),
+2 bad arguments or no images found, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+HELP = "extract multi-scale feature maps of images into .safetensors/.npz files (and PCA pictures with --viz)"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+FORMAT_VERSION = "cvx2-features/1"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS",
+                        help="image files, or folders searched recursively for images")
+    parser.add_argument("-o", "--output", required=True, help="output folder (mirrors the input folders)")
+    parser.add_argument("--model", default=None,
+                        help="preset such as convnextv2_atto or convnext_tiny; default: inferred from --weights, "
+                             "or convnextv2_atto")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint: file, folder, http(s) URL, hf://repo or timm/model.tag "
+                             "(default: random init)")
+    parser.add_argument("--out-features", default=None,
+                        help="comma-separated outputs among stem,stage1..stage4 (default: all four stages)")
+    parser.add_argument("--fpn", type=int, default=0, metavar="CHANNELS",
+                        help="add an FPN neck with this many channels (outputs p2..p6); 0: none. A detector "
+                             "checkpoint as --weights provides its trained FPN")
+    parser.add_argument("--shortest-edge", type=int, default=None,
+                        help="resize images so the short side has this many pixels (default: keep size)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--format", choices=("safetensors", "npz"), default="safetensors")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored precision")
+    parser.add_argument("--viz", action="store_true",
+                        help="also write <name>.pyramid.png: the image and every level in PCA colour")
+    parser.add_argument("--viz-tile", type=int, default=256, help="long side of each tile of the --viz picture")
+    parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist (default: skip them)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+# --- feature files -----------------------------------------------------------------------------
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling and rename it over ``path``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def encode_features(features: Mapping[str, Any], metadata: Mapping[str, Any], fmt: str) -> bytes:
+    """Serialise ``{name: (C, h, w) tensor}`` with JSON-able metadata as safetensors or npz bytes."""
+    import numpy as np
+
+    if fmt == "safetensors":
+        from safetensors.torch import save
+        return save({k: v.contiguous() for k, v in features.items()},
+                    metadata={k: json.dumps(v) for k, v in metadata.items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, __metadata__=np.array(json.dumps(dict(metadata))),
+             **{k: v.numpy() for k, v in features.items()})
+    return buffer.getvalue()
+
+
+def load_features(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a file written by ``cvx2 extract``: ({name: numpy array (C, h, w)}, metadata)."""
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+        from safetensors import safe_open
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+        return load_file(str(path)), metadata
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            metadata = json.loads(str(data["__metadata__"]))
+            return {k: data[k] for k in data.files if k != "__metadata__"}, metadata
+    raise ValueError(f"{path}: not a feature file (expected .safetensors or .npz)")
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+def find_images(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
+    """(image path, output stem relative to OUT) for every input; folders are searched recursively."""
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [(p, p.relative_to(path).with_suffix("")) for p in files]
+        elif path.exists():
+            found.append((path, Path(path.stem)))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    seen: dict[Path, Path] = {}
+    for source, stem in found:
+        if stem in seen:
+            raise ValueError(f"{seen[stem]} and {source} would both write {stem}.*; give them separate folders "
+                             "or rename one")
+        seen[stem] = source
+    return found
+
+
+def _targets(output: Path, stem: Path, args: argparse.Namespace) -> list[Path]:
+    targets = [output / stem.with_name(f"{stem.name}.{args.format}")]
+    if args.viz:
+        targets.append(output / stem.with_name(f"{stem.name}.pyramid.png"))
+    return targets
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """Stored (width, height) of an image, read from its header only; (0, 0) when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # any decoding failure is reported later, when the image is read
+        return (0, 0)
+
+
+def _same_size_groups(pictures: list) -> list[list[int]]:
+    """Indices of ``pictures`` grouped by size: each image is padded only to the stride, never to a
+    neighbour's size, so its features do not depend on the batch (GRN pools over the whole canvas)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, picture in enumerate(pictures):
+        groups.setdefault(picture.size, []).append(index)
+    return list(groups.values())
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.fpn < 0:
+        raise ValueError(f"--fpn takes a channel count (0 for no FPN), got {args.fpn}")
+    if args.viz_tile < 16:
+        raise ValueError(f"--viz-tile must be at least 16 pixels, got {args.viz_tile}")
+
+
+class _Job:
+    """One extraction run: reads images, writes their files, keeps the tally for the summary."""
+
+    def __init__(self, args: argparse.Namespace, extractor, output: Path, progress) -> None:
+        import torch
+
+        self.args, self.extractor, self.output, self.progress = args, extractor, output, progress
+        self.dtype = getattr(torch, args.dtype)
+        self.written = 0
+        self.skipped: list[tuple[Path, str]] = []
+
+    def read(self, items: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list]:
+        """The readable items and their RGB images; unreadable ones are reported and tallied."""
+        from ..extractor import ImageReadError, read_image
+
+        kept, pictures = [], []
+        for source, stem in items:
+            try:
+                pictures.append(read_image(source))
+                kept.append((source, stem))
+            except ImageReadError as err:
+                self.skipped.append((source, str(err)))
+                self.progress.write(f"skipped {source}: {err}")
+                self.progress.update(1)
+        return kept, pictures
+
+    def write(self, items: list[tuple[Path, Path]], pictures: list) -> None:
+        """Extract one batch of same-size images and write each one's files."""
+        from ..visualize import pyramid_image
+
+        batch = self.extractor.preprocess(pictures)
+        for index, features in enumerate(self.extractor.extract_each(batch)):
+            source, stem = items[index]
+            targets = _targets(self.output, stem, self.args)
+            stored = {k: v.to("cpu", self.dtype) for k, v in features.items()}
+            write_atomic(targets[0], encode_features(stored, self.metadata(source, batch, index), self.args.format))
+            if self.args.viz:
+                picture = pyramid_image(pictures[index], features, self.extractor.out_strides, tile=self.args.viz_tile)
+                buffer = io.BytesIO()
+                picture.save(buffer, format="PNG")
+                write_atomic(targets[1], buffer.getvalue())
+            self.written += 1
+            self.progress.update(1)
+
+    def metadata(self, source: Path, batch, index: int) -> dict[str, Any]:
+        from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        extractor, args = self.extractor, self.args
+        return {
+            "format": FORMAT_VERSION, "source": str(source), "model": extractor.name,
+            "weights": args.weights, "outputs": extractor.out_features, "strides": extractor.out_strides,
+            "channels": extractor.out_channels, "input_size": list(batch.image_sizes[index]),
+            "original_size": list(batch.original_sizes[index]),
+            "padded_size": list(batch.pixel_values.shape[-2:]), "shortest_edge": args.shortest_edge,
+            "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD),
+        }
+
+    def report_skipped(self) -> None:
+        if self.skipped:
+            print(f"skipped {len(self.skipped)} unreadable input(s):")
+            for source, reason in self.skipped:
+                print(f"  {source}: {reason}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..extractor import FeatureExtractor
+
+    try:
+        _check_args(args)
+        images = find_images(args.inputs)
+        if not images:
+            raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {args.inputs}")
+        model = args.model or (None if args.weights else "convnextv2_atto")
+        out_features = args.out_features.split(",") if args.out_features else None
+        extractor = FeatureExtractor(model, args.weights, out_features=out_features, fpn=args.fpn or False,
+                                     shortest_edge=args.shortest_edge)
+    except (ValueError, TypeError, OSError) as err:  # bad options, missing inputs, unusable or unreachable weights
+        print(f"cvx2 extract: error: {err}")
+        return 2
+    extractor.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    output = Path(args.output)
+    todo = [(src, stem) for src, stem in images
+            if args.overwrite or not all(t.exists() for t in _targets(output, stem, args))]
+    if len(todo) < len(images):
+        print(f"{len(images) - len(todo)} of {len(images)} images already have outputs in {output}: kept "
+              "(--overwrite to redo them)")
+    todo.sort(key=lambda item: _header_size(item[0]))  # same-size images end up in the same batch
+
+    progress = tqdm(total=len(todo), unit="img", desc="extract")
+    job = _Job(args, extractor, output, progress)
+    try:
+        for start in range(0, len(todo), args.batch_size):
+            items, pictures = job.read(todo[start:start + args.batch_size])
+            for group in _same_size_groups(pictures):
+                job.write([items[i] for i in group], [pictures[i] for i in group])
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"\ninterrupted: {job.written} images written to {output}, "
+              f"{len(todo) - job.written - len(job.skipped)} left; run the same command again to continue")
+        job.report_skipped()
+        return 130
+    progress.close()
+    print(f"wrote {job.written} feature files ({args.format}) to {output}")
+    job.report_skipped()
+    return 1 if job.skipped else 0
