@@ -1,0 +1,11 @@
+# ConvNeXt V1 Cascade Mask R-CNN as the official ConvNeXt repo trains it: multi-scale + crop, 3x,
+# AdamW wd 0.05 with layer-wise decay (lr and decay rate per model file), total batch 16.
+_base_ = [
+    './models/cascade-mask-rcnn_convnext_fpn_4conv1fc-giou.py',
+    './datasets/coco-instance_ms-crop.py',
+    './schedules/adamw-layer-decay_3x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+model = dict(backbone=dict(type='cvx2_backbone.ConvNeXt'))
+auto_scale_lr = dict(base_batch_size=16)
+default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))

@@ -1,0 +1,13 @@
+# COCO instance segmentation with multi-scale training: short side 640..800 (max 1333), for the
+# short 1x schedule of the small models. 2 images per GPU (8 GPUs: 16).
+_base_ = 'mmdet::_base_/datasets/coco_instance.py'
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomChoiceResize', scales=[(1333, 640), (1333, 672), (1333, 704), (1333, 736), (1333, 768),
+                                            (1333, 800)], keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -1,0 +1,10 @@
+# UperNet, ConvNeXt V1-small (ImageNet-1K), ADE20K 512x512, 160k iterations, batch 16 (official ConvNeXt config).
+_base_ = '../_base_/upernet_convnext_160k_ade20k-512x512.py'
+model = dict(
+    backbone=dict(
+        arch='small',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_small_1k_224.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

@@ -1,0 +1,10 @@
+# UperNet, ConvNeXt V1-xlarge (ImageNet-22K), ADE20K 640x640, 160k iterations, batch 16 (official ConvNeXt config).
+_base_ = '../_base_/upernet_convnext_160k_ade20k-640x640.py'
+model = dict(
+    backbone=dict(
+        arch='xlarge',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_xlarge_22k_224.pth')),
+    decode_head=dict(in_channels=[256, 512, 1024, 2048]),
+    auxiliary_head=dict(in_channels=1024))
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=8e-05), paramwise_cfg=dict(num_layers=12))

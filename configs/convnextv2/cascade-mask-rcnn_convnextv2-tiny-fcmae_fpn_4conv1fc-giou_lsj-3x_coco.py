@@ -1,0 +1,9 @@
+# Cascade Mask R-CNN, ConvNeXt V2-tiny (FCMAE pre-trained), LSJ 1024, 3x, batch 32 (8 GPUs x 4).
+_base_ = '../_base_/cascade-mask-rcnn_convnextv2_fpn_4conv1fc-giou_lsj-3x_coco.py'
+model = dict(
+    backbone=dict(
+        arch='tiny',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='https://dl.fbaipublicfiles.com/convnext/convnextv2/pt_only/convnextv2_tiny_1k_224_fcmae.pt')),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=6))

@@ -1,0 +1,10 @@
+# UperNet, ConvNeXt V2-huge (FCMAE pre-trained), ADE20K 640x640, 160k iterations, batch 16 (8 GPUs x 2).
+_base_ = '../_base_/upernet_convnextv2_160k_ade20k-640x640.py'
+model = dict(
+    backbone=dict(
+        arch='huge',
+        drop_path_rate=0.5,
+        init_cfg=dict(type='Pretrained', checkpoint='https://dl.fbaipublicfiles.com/convnext/convnextv2/pt_only/convnextv2_huge_1k_224_fcmae.pt')),
+    decode_head=dict(in_channels=[352, 704, 1408, 2816]),
+    auxiliary_head=dict(in_channels=1408))
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

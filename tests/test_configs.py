@@ -1,0 +1,145 @@
+"""Every config under configs/ parses, follows the recipe it names, and builds its model and optimizer.
+
+Models are built on the meta device (structure and shapes without memory or init time), each
+distinct model once; huge and xlarge are built but never run.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+import cvx2_backbone
+from cvx2_backbone.engine import adapt_to_cpu, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.py") if "_base_" not in p.parts)
+OFFICIAL_WEIGHTS = re.compile(
+    r"^https://dl\.fbaipublicfiles\.com/convnext/("
+    r"convnextv2/pt_only/convnextv2_(?P<v2pt>\w+)_1k_224_fcmae\.pt"
+    r"|convnextv2/im1k/convnextv2_(?P<v2ft>\w+)_1k_224_ema\.pt"
+    r"|convnext_(?P<v1>\w+)_(1k|22k)_224\.pth)$")
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(CONFIG_DIR))
+
+
+@lru_cache(maxsize=None)
+def _parsed(path: Path) -> Config:
+    return load_config(path)
+
+
+def _config(path: Path) -> Config:
+    """A private copy of the parsed config (parsing resolves mmdet::/mmseg:: bases and is slow)."""
+    return copy.deepcopy(_parsed(path))
+
+
+def _registry(scope: str):
+    if scope == "mmdet":
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    return MODELS
+
+
+@lru_cache(maxsize=None)
+def _build_on_meta(scope: str, model_text: str) -> torch.nn.Module:
+    """Build a model from its config text once per distinct model (1x and 3x variants share one)."""
+    model_cfg = Config.fromstring(model_text, ".py").model
+    with DefaultScope.overwrite_default_scope(scope), torch.device("meta"):
+        return _registry(scope).build(model_cfg)
+
+
+def _model(cfg: Config) -> torch.nn.Module:
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
+    return _build_on_meta(cfg.default_scope, Config(dict(model=model_cfg)).pretty_text)
+
+
+def test_config_tree_is_complete():
+    names = {p.name for p in CONFIGS}
+    for size in ("atto", "femto", "pico", "nano", "tiny", "base", "large", "huge"):
+        assert f"mask-rcnn_convnextv2-{size}-fcmae_fpn_lsj-3x_coco.py" in names
+        crop = 640 if size in ("large", "huge") else 512
+        assert f"upernet_convnextv2-{size}-fcmae_8xb2-160k_ade20k-{crop}x{crop}.py" in names
+    for size in ("tiny", "base", "large"):
+        assert f"cascade-mask-rcnn_convnextv2-{size}-fcmae_fpn_4conv1fc-giou_lsj-3x_coco.py" in names
+    assert sum("ms-1x" in n for n in names) >= 4
+    assert sum(p.parent.name == "convnext" for p in CONFIGS) >= 10  # the official V1 configs
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=_id)
+def test_config_recipe(path: Path):
+    cfg = _config(path)
+    backbone = cfg.model.backbone
+    assert cfg.custom_imports == dict(imports=["cvx2_backbone"], allow_failed_imports=False)
+    v2 = path.parent.name == "convnextv2"
+    assert backbone.type == ("cvx2_backbone.ConvNeXtV2" if v2 else "cvx2_backbone.ConvNeXt")
+    assert backbone.arch in path.name
+
+    weights = OFFICIAL_WEIGHTS.match(backbone.init_cfg.checkpoint)
+    assert weights, f"not an official weight URL: {backbone.init_cfg.checkpoint}"
+    assert backbone.arch == next(v for v in weights.groupdict().values() if v)
+    assert ("fcmae" in path.name) == bool(weights["v2pt"])
+
+    optim = cfg.optim_wrapper
+    assert optim.constructor == "ConvNeXtLayerDecayOptimizerConstructor"
+    assert optim.optimizer.type == "AdamW" and optim.optimizer.weight_decay == 0.05
+    per_gpu = cfg.train_dataloader.batch_size
+    assert cfg.auto_scale_lr.base_batch_size == 8 * per_gpu  # the batch the lr was tuned for: 8 GPUs
+
+    if cfg.default_scope == "mmdet":
+        assert optim.paramwise_cfg.decay_type == "layer_wise"
+        dims = (cvx2_backbone.V2_ARCHS if v2 else cvx2_backbone.V1_ARCHS)[backbone.arch][1]
+        assert list(cfg.model.neck.in_channels) == list(dims)
+        assert ("_lsj-3x" in path.name) == (cfg.train_dataloader.dataset.pipeline[2].type == "RandomResize")
+        epochs = 36 if "3x" in path.name else 12
+        assert cfg.train_cfg.max_epochs == epochs
+        if v2:
+            assert cfg.model.test_cfg.rcnn.nms.type == "soft_nms"
+            assert optim.optimizer.lr == 1e-4 and optim.paramwise_cfg.decay_rate == 0.95
+    else:
+        assert optim.paramwise_cfg.decay_type == "stage_wise" and optim.paramwise_cfg.decay_rate == 0.9
+        assert cfg.train_cfg.max_iters == 160000
+        assert [s.type for s in cfg.param_scheduler] == ["LinearLR", "PolyLR"]
+        crop = int(re.search(r"ade20k-(\d+)x", path.name).group(1))
+        assert cfg.crop_size == (crop, crop) and cfg.model.data_preprocessor.size == (crop, crop)
+        assert cfg.model.decode_head.num_classes == 150
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=_id)
+def test_config_builds_model_and_optimizer(path: Path):
+    cfg = _config(path)
+    model = _model(cfg)
+    backbone = model.backbone
+    assert isinstance(backbone, cvx2_backbone.ConvNeXt)
+    assert isinstance(backbone, cvx2_backbone.ConvNeXtV2) == (path.parent.name == "convnextv2")
+    # the neck/decode head takes exactly the backbone's outputs
+    if cfg.default_scope == "mmdet":
+        assert [conv.conv.in_channels for conv in model.neck.lateral_convs] == backbone.out_channels
+    else:
+        assert model.decode_head.in_channels == backbone.out_channels
+        assert model.auxiliary_head.in_channels == backbone.out_channels[2]
+    # stochastic depth reaches the configured rate at the last block
+    last_block = backbone.stages[-1][-1]
+    rate = cfg.model.backbone.drop_path_rate
+    assert getattr(last_block.drop_path, "drop_prob", 0.0) == pytest.approx(rate)
+
+    # the optimizer (layer-decay constructor, CPU stand-in for AMP) builds on the same parameters
+    from mmengine.optim import build_optim_wrapper
+    adapt_to_cpu(cfg, "none")  # no-op with CUDA
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    lrs = [group["lr"] for group in wrapper.optimizer.param_groups]
+    assert max(lrs) == pytest.approx(cfg.optim_wrapper.optimizer.lr)
+    assert min(lrs) < max(lrs)  # the decay does reach the backbone
+    assert sum(len(g["params"]) for g in wrapper.optimizer.param_groups) == len(
+        [p for p in model.parameters() if p.requires_grad])

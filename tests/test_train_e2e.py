@@ -1,0 +1,340 @@
+"""End to end on CPU: tools/train.py trains Mask R-CNN and UperNet with ConvNeXt V2-atto on the
+synthetic COCO/ADE20K sets, --resume continues the run, tools/test.py reports COCO AP and mIoU.
+
+The real configs are used, shrunk through --cfg-options (tiny images, a few iterations, no
+pretrained download).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from cvx2_backbone.datasets import make_ade_shapes, make_coco_shapes
+from cvx2_backbone.engine import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DET_CONFIG = ROOT / "configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py"
+SEG_CONFIG = ROOT / "configs/convnextv2/upernet_convnextv2-atto-fcmae_8xb2-160k_ade20k-512x512.py"
+IMAGE_SIZE = 128
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_format(v) for v in value) + ")"
+    if isinstance(value, list):
+        return "[" + ",".join(_format(v) for v in value) + "]"
+    return str(value)
+
+
+def as_cli(options: dict[str, Any]) -> list[str]:
+    """``--cfg-options`` arguments for a dict of dotted keys."""
+    return ["--cfg-options", *(f"{key}={_format(value)}" for key, value in options.items())]
+
+
+def _index(pipeline: list[dict], name: str) -> int:
+    return next(i for i, step in enumerate(pipeline) if step["type"] == name)
+
+
+def _loaders(cfg, options: dict[str, Any], per_split) -> None:
+    for split in ("train", "val", "test"):
+        loader = f"{split}_dataloader"
+        options[f"{loader}.num_workers"] = 0
+        options[f"{loader}.persistent_workers"] = False
+        for key, value in per_split("train" if split == "train" else "val").items():
+            options[f"{loader}.dataset.{key}"] = value
+    options["train_dataloader.batch_size"] = 2
+    options["default_hooks.logger.interval"] = 1
+
+
+def det_options(info: dict[str, Any], size: int = IMAGE_SIZE) -> dict[str, Any]:
+    """Point the Mask R-CNN config at the synthetic COCO set, at ``size`` pixels."""
+    cfg = load_config(DET_CONFIG)
+    options: dict[str, Any] = {
+        "model.backbone.init_cfg": None,
+        "model.roi_head.bbox_head.num_classes": len(info["classes"]),
+        "model.roi_head.mask_head.num_classes": len(info["classes"]),
+        "val_evaluator.ann_file": info["val_ann_path"],
+        "test_evaluator.ann_file": info["val_ann_path"],
+    }
+    _loaders(cfg, options, lambda split: {
+        "data_root": info["data_root"], "ann_file": info[f"{split}_ann_file"],
+        "data_prefix.img": info[f"{split}_img_prefix"], "metainfo.classes": list(info["classes"])})
+    train = cfg.train_dataloader.dataset.pipeline
+    options[f"train_dataloader.dataset.pipeline.{_index(train, 'RandomResize')}.scale"] = (size, size)
+    options[f"train_dataloader.dataset.pipeline.{_index(train, 'RandomCrop')}.crop_size"] = (size, size)
+    for loader in ("val_dataloader", "test_dataloader"):
+        index = _index(cfg[loader].dataset.pipeline, "Resize")
+        options[f"{loader}.dataset.pipeline.{index}.scale"] = (size, size)
+    return options
+
+
+def seg_options(info: dict[str, Any], size: int = IMAGE_SIZE) -> dict[str, Any]:
+    """Point the UperNet config at the synthetic ADE20K set, at ``size`` pixels."""
+    cfg = load_config(SEG_CONFIG)
+    options: dict[str, Any] = {
+        "model.backbone.init_cfg": None,
+        "model.decode_head.num_classes": len(info["classes"]),
+        "model.auxiliary_head.num_classes": len(info["classes"]),
+        "model.data_preprocessor.size": (size, size),
+    }
+    _loaders(cfg, options, lambda split: {
+        "type": "BaseSegDataset", "data_root": info["data_root"], "img_suffix": ".jpg", "seg_map_suffix": ".png",
+        "reduce_zero_label": True, "data_prefix.img_path": info[f"{split}_img_prefix"],
+        "data_prefix.seg_map_path": info[f"{split}_seg_prefix"], "metainfo.classes": list(info["classes"])})
+    train = cfg.train_dataloader.dataset.pipeline
+    options[f"train_dataloader.dataset.pipeline.{_index(train, 'RandomResize')}.scale"] = (2 * size, size)
+    options[f"train_dataloader.dataset.pipeline.{_index(train, 'RandomCrop')}.crop_size"] = (size, size)
+    for loader in ("val_dataloader", "test_dataloader"):
+        index = _index(cfg[loader].dataset.pipeline, "Resize")
+        options[f"{loader}.dataset.pipeline.{index}.scale"] = (2 * size, size)
+    return options
+
+
+def run_tool(*args: str, timeout: float = 900) -> str:
+    """Run a tools/ script (or any command) in a fresh interpreter; return its combined output."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
+    proc = subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(args[:3])} ... failed ({proc.returncode}):\n{output[-6000:]}"
+    return output
+
+
+def metrics_of(output: str) -> dict[str, float]:
+    line = next(line for line in output.splitlines() if line.startswith("metrics: "))
+    return json.loads(line[len("metrics: "):])
+
+
+def _meta(checkpoint: Path) -> dict[str, Any]:
+    from cvx2_backbone.engine import allow_mmengine_checkpoints
+    with allow_mmengine_checkpoints():  # also proves the safe loader reads what the tools wrote
+        return torch.load(checkpoint, map_location="cpu")["meta"]
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory) -> dict[str, Any]:
+    return make_coco_shapes(tmp_path_factory.mktemp("coco"), num_train=4, num_val=2, image_size=IMAGE_SIZE)
+
+
+@pytest.fixture(scope="module")
+def ade(tmp_path_factory) -> dict[str, Any]:
+    return make_ade_shapes(tmp_path_factory.mktemp("ade"), num_train=4, num_val=2, image_size=IMAGE_SIZE)
+
+
+def test_mask_rcnn_trains_resumes_and_reports_coco_ap(coco, tmp_path):
+    work = tmp_path / "work"
+    options = det_options(coco)
+    train = [sys.executable, "tools/train.py", str(DET_CONFIG), "--work-dir", str(work)]
+    run_tool(*train, *as_cli({**options, "train_cfg.max_epochs": 1}))
+    first = work / "epoch_1.pth"
+    assert _meta(first)["epoch"] == 1 and _meta(first)["iter"] == 2  # 4 images, batch 2
+    first_bytes = first.read_bytes()
+
+    output = run_tool(*train, "--resume", *as_cli({**options, "train_cfg.max_epochs": 2}))
+    assert "resumed epoch: 1, iter: 2" in output
+    assert "Epoch(train) [1]" not in output and "Epoch(train) [2]" in output
+    assert _meta(work / "epoch_2.pth")["iter"] == 4
+    assert first.read_bytes() == first_bytes  # continued, not restarted
+
+    out_file = tmp_path / "results.pkl"
+    output = run_tool(sys.executable, "tools/test.py", str(DET_CONFIG), str(work / "epoch_2.pth"),
+                      "--work-dir", str(tmp_path / "test"), "--out", str(out_file), *as_cli(options))
+    metrics = metrics_of(output)
+    for key in ("coco/bbox_mAP", "coco/bbox_mAP_50", "coco/segm_mAP", "coco/segm_mAP_50"):
+        assert 0.0 <= metrics[key] <= 1.0, metrics
+    assert out_file.stat().st_size > 0
+
+
+def test_upernet_trains_resumes_and_reports_miou(ade, tmp_path):
+    work = tmp_path / "work"
+    options = {**seg_options(ade), "train_cfg.val_interval": 2, "default_hooks.checkpoint.interval": 2}
+    train = [sys.executable, "tools/train.py", str(SEG_CONFIG), "--work-dir", str(work)]
+    run_tool(*train, *as_cli({**options, "train_cfg.max_iters": 2}))
+    assert _meta(work / "iter_2.pth")["iter"] == 2
+
+    output = run_tool(*train, "--resume", str(work / "iter_2.pth"), *as_cli({**options, "train_cfg.max_iters": 4}))
+    assert "resumed epoch: 0, iter: 2" in output
+    assert "bfloat16 autocast" in output  # the config's AMP, on the CPU
+    losses = [float(v) for v in re.findall(r"Iter\(train\) \[\s*\d+/4\].*? loss: (\S+)", output)]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)  # GRN under bfloat16: no NaN
+    assert _meta(work / "iter_4.pth")["iter"] == 4
+
+    predictions = tmp_path / "predictions"
+    output = run_tool(sys.executable, "tools/test.py", str(SEG_CONFIG), str(work / "iter_4.pth"),
+                      "--work-dir", str(tmp_path / "test"), "--out", str(predictions), *as_cli(options))
+    metrics = metrics_of(output)
+    for key in ("mIoU", "mAcc", "aAcc"):
+        assert 0.0 <= metrics[key] <= 100.0, metrics
+    assert len(list(predictions.glob("*.png"))) == 2  # one predicted mask per validation image
+
+
+def test_synthetic_sets_match_their_annotations(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    coco = make_coco_shapes(tmp_path / "coco", num_train=3, num_val=2, image_size=(96, 64), seed=3)
+    api = COCO(coco["val_ann_path"])
+    assert [c["name"] for c in api.loadCats(api.getCatIds())] == list(coco["classes"])
+    assert api.getAnnIds()
+    for ann in api.loadAnns(api.getAnnIds()):
+        x, y, w, h = ann["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 64 and w > 0 and h > 0
+        assert abs(api.annToMask(ann).sum() - ann["area"]) <= 0.15 * ann["area"] + 8  # polygon vs pixels
+    again = make_coco_shapes(tmp_path / "again", num_train=3, num_val=2, image_size=(96, 64), seed=3)
+    assert Path(again["val_ann_path"]).read_text() == Path(coco["val_ann_path"]).read_text()
+
+    ade = make_ade_shapes(tmp_path / "ade", num_train=2, num_val=1, image_size=64, seed=0)
+    masks = sorted((Path(ade["data_root"]) / ade["train_seg_prefix"]).glob("*.png"))
+    images = sorted((Path(ade["data_root"]) / ade["train_img_prefix"]).glob("*.jpg"))
+    assert [m.stem for m in masks] == [i.stem for i in images] and len(masks) == 2
+    for path in masks:
+        labels = np.array(Image.open(path))
+        assert set(np.unique(labels)) <= set(range(len(ade["classes"]) + 1))  # 0 = unlabelled, k + 1 = class k
+        assert labels[0].max() == 0 and labels[:, -1].max() == 0 and (labels == 1).any()
+
+    with pytest.raises(ValueError, match="image_size"):
+        make_coco_shapes(tmp_path / "tiny", image_size=16)
+    with pytest.raises(ValueError, match="num_train"):
+        make_ade_shapes(tmp_path / "empty", num_train=0)
+
+
+# --- the engine's pieces, without subprocesses ----------------------------------------------------
+
+class _GetattrOn:
+    """Pickles as ``getattr(owner, name)``, the way HistoryBuffer's methods end up in checkpoints."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return getattr, (self.owner, self.name)
+
+
+def test_safe_loading_allows_mmengine_objects_only(tmp_path):
+    import pickle
+
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    from cvx2_backbone.engine import allow_mmengine_checkpoints
+
+    buffer = HistoryBuffer()
+    buffer.update(0.5)
+    good = tmp_path / "good.pth"
+    torch.save({"hub": buffer, "arr": np.arange(3), "scalar": np.float64(1.5),
+                "method": _GetattrOn(HistoryBuffer, "mean")}, good)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(good)  # torch's default: refused
+    with allow_mmengine_checkpoints():
+        loaded = torch.load(good)
+    assert loaded["hub"].mean() == 0.5 and loaded["arr"].tolist() == [0, 1, 2]
+    assert loaded["method"] is HistoryBuffer.mean
+
+    for name, payload in (("not_a_statistic", _GetattrOn(HistoryBuffer, "update")),
+                          ("other_owner", _GetattrOn(np.ndarray, "tofile")), ("function", os.getcwd)):
+        bad = tmp_path / f"{name}.pth"
+        torch.save({"x": payload}, bad)
+        with allow_mmengine_checkpoints(), pytest.raises(pickle.UnpicklingError):
+            torch.load(bad)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(good)  # the allowance ends with the block
+
+
+def test_cpu_adaptation_of_configs(monkeypatch):
+    from cvx2_backbone.engine import adapt_to_cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    seg = load_config(SEG_CONFIG)
+    assert seg.optim_wrapper.type == "AmpOptimWrapper" and seg.model.decode_head.norm_cfg.type == "SyncBN"
+    adapt_to_cpu(seg, "pytorch")
+    assert seg.optim_wrapper.type == "CPUAutocastOptimWrapper"
+    assert "SyncBN" not in str(seg.model.to_dict()) and seg.model.decode_head.norm_cfg.type == "BN"
+    assert seg.env_cfg.dist_cfg.backend == "gloo" and seg.model_wrapper_cfg.type == "DeviceAwareDDP"
+
+    det = load_config(DET_CONFIG)
+    adapt_to_cpu(det, "none")
+    assert det.optim_wrapper.type == "OptimWrapper"  # mmcv's CPU nms/roi_align take no bfloat16
+    assert det.get("model_wrapper_cfg") is None and det.env_cfg.dist_cfg.backend == "nccl"
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    untouched = load_config(SEG_CONFIG)
+    adapt_to_cpu(untouched, "pytorch")
+    assert untouched.optim_wrapper.type == "AmpOptimWrapper" and untouched.get("model_wrapper_cfg") is None
+
+
+def test_bfloat16_autocast_wrapper_runs_convnext_v2_without_nan():
+    from mmengine.optim import build_optim_wrapper
+
+    from cvx2_backbone import ConvNeXtV2
+    model = ConvNeXtV2(arch=dict(depths=[1, 1, 1, 1], dims=[8, 16, 32, 64]))
+    wrapper = build_optim_wrapper(model, dict(type="CPUAutocastOptimWrapper",
+                                              optimizer=dict(type="AdamW", lr=1e-3)))
+    with wrapper.optim_context(model):
+        outputs = model(torch.randn(2, 3, 64, 64) * 1e3)  # large activations stress GRN's norm
+        loss = sum(o.float().pow(2).mean() for o in outputs)
+    assert outputs[0].dtype == torch.bfloat16 and torch.isfinite(loss)
+    wrapper.update_params(loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_train_arguments(tmp_path):
+    from cvx2_backbone.engine.config import apply_train_args
+
+    cfg = load_config(DET_CONFIG, {"optim_wrapper.type": "OptimWrapper"})
+    apply_train_args(cfg, amp=True, auto_scale_lr=True, resume="auto")
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
+    assert cfg.auto_scale_lr.enable and cfg.auto_scale_lr.base_batch_size == 32
+    assert cfg.resume is True and cfg.load_from is None
+    checkpoint = tmp_path / "epoch_3.pth"
+    checkpoint.write_bytes(b"")
+    apply_train_args(cfg, resume=str(checkpoint))
+    assert cfg.load_from == str(checkpoint)
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        apply_train_args(cfg, resume=str(tmp_path / "missing.pth"))
+    with pytest.raises(RuntimeError, match="auto_scale_lr"):
+        apply_train_args(load_config(DET_CONFIG, {"auto_scale_lr": None}), auto_scale_lr=True)
+
+
+def test_config_errors_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="configs/"):
+        load_config(tmp_path / "nope.py")
+    plain = tmp_path / "plain.py"
+    plain.write_text("model = dict(type='Foo')\n")
+    with pytest.raises(ValueError, match="default_scope"):
+        load_config(plain)
+
+
+def test_device_aware_ddp_drops_device_ids_on_cpu(monkeypatch):
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+
+    from cvx2_backbone.engine import DeviceAwareDDP
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="device_ids"):
+            MMDistributedDataParallel(module=torch.nn.Linear(2, 2), device_ids=[0])
+        wrapped = DeviceAwareDDP(module=torch.nn.Linear(2, 2), device_ids=[0], broadcast_buffers=False)
+        wrapped(torch.ones(1, 2)).sum().backward()
+        assert wrapped.device_ids is None
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
