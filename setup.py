@@ -23,7 +23,7 @@ setup(
     packages=find_packages(include=["cvx2_backbone", "cvx2_backbone.*"]),
     include_package_data=True,
     install_requires=[
-        "torch>=2.5",  # torch.serialization.safe_globals for safe checkpoint loading
+        "torch>=2.5",  # safe_globals (safe checkpoint loading), torch.compiler.is_compiling
         "timm>=1.0",
         "mmengine>=0.10,<0.11",
         "numpy",

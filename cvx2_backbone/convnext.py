@@ -19,7 +19,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from timm.layers import DropPath, get_act_layer, trunc_normal_
+from timm.layers import activations as timm_activations
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .registry import MODELS
 from .selection import output_index, resolve_outputs
@@ -59,12 +61,50 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+class _SpatialL2Norm(torch.autograd.Function):
+    """L2 norm over H and W of an NHWC tensor, per sample and channel, accumulated in ``dtype``.
+
+    ``torch.linalg.vector_norm`` reduces over outer dimensions slowly on CPU (5-15x slower than
+    a pass over memory); summing the squares of cache-sized row blocks gives the same value.
+    """
+
+    block_bytes = 2 << 20
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dtype: torch.dtype) -> Tensor:
+        n, h, w, c = x.shape
+        rows = x.reshape(n, h * w, c)
+        block = max(1, min(h * w, _SpatialL2Norm.block_bytes // (n * c * torch.finfo(dtype).bits // 8)))
+        parts = rows.split(block, dim=1)
+        squares = torch.empty((n, block, c), dtype=dtype, device=x.device)
+        sums = torch.empty((len(parts), n, c), dtype=dtype, device=x.device)
+        for part, partial_sum in zip(parts, sums):
+            square = squares[:, :part.shape[1]]
+            if part.dtype == dtype:
+                torch.mul(part, part, out=square)
+            else:  # widen first: exact squares (mixed-dtype kernels are 40x slower than these two)
+                square.copy_(part).mul_(square)
+            torch.sum(square, dim=1, out=partial_sum)
+        total = sums.sum(dim=0)
+        norm = total.sqrt_()
+        ctx.save_for_backward(x, norm)
+        return norm
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        x, norm = ctx.saved_tensors
+        # d|x|/dx = x / |x|, taken as 0 where the norm is 0 (as torch.linalg.vector_norm does).
+        scale = torch.where(norm > 0, grad / norm, torch.zeros_like(norm))
+        return x * scale[:, None, None, :].to(x.dtype), None
+
+
 class GRN(nn.Module):
     """Global Response Normalization (ConvNeXt V2) on NHWC tensors.
 
     ``gamma`` and ``beta`` are stored 1-D (the official code uses (1, 1, 1, C)); state dicts
-    holding either shape load. The per-channel statistics are computed in fp32, so autocast
-    cannot overflow the L2 norm.
+    holding either shape load. The per-channel statistics are computed in fp32 (or wider), so
+    autocast cannot overflow the L2 norm.
     """
 
     def __init__(self, dim: int, eps: float = GRN_EPS) -> None:
@@ -73,15 +113,24 @@ class GRN(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(dim))
         self.beta = nn.Parameter(torch.zeros(dim))
 
+    @staticmethod
+    def spatial_norm(x: Tensor, dtype: torch.dtype) -> Tensor:
+        """Gx: the L2 norm over H, W per sample and channel, (N, C) in ``dtype``."""
+        if x.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            return _SpatialL2Norm.apply(x, dtype)
+        return torch.linalg.vector_norm(x, ord=2, dim=(1, 2), dtype=dtype)
+
     def response_scale(self, x: Tensor) -> Tensor:
-        """``1 + gamma * Nx`` per sample and channel, shape (N, C), fp32: GRN(x) = x * scale + beta."""
-        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), dtype=torch.float32)
+        """``1 + gamma * Nx`` per sample and channel, shape (N, C), in fp32 or wider: GRN(x) = x * scale + beta."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        gx = self.spatial_norm(x, dtype)
         nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
-        return torch.addcmul(torch.ones_like(nx), self.gamma.float(), nx)
+        return torch.addcmul(torch.ones_like(nx), self.gamma.to(dtype), nx)
 
     def forward(self, x: Tensor) -> Tensor:
         """Reference formulation: gamma * (x * Nx) + beta + x."""
-        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True, dtype=torch.float32)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True, dtype=dtype)
         nx = (gx / (gx.mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
         return self.gamma * (x * nx) + self.beta + x
 
@@ -94,8 +143,44 @@ class GRN(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def _find_onednn_linear() -> Any:
+    """oneDNN's CPU linear with fused epilogues (the kernel ``torch.compile`` uses), or None if this torch lacks it."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        op.default, op.binary  # noqa: B018 - both overloads must exist
+    except (AttributeError, RuntimeError):
+        return None
+    usable = torch.backends.mkldnn.is_available() and hasattr(torch, "get_autocast_dtype")
+    return op if usable else None
+
+
+@torch.compiler.assume_constant_result
+def _several_threads() -> bool:
+    """Whether torch runs CPU work on several threads (read once per compiled graph, without a graph break)."""
+    return torch.get_num_threads() > 1
+
+
 class Block(nn.Module):
-    """ConvNeXt block: dwconv 7x7 -> LN -> Linear 4x -> act -> [GRN] -> Linear -> [layer scale] -> residual."""
+    """ConvNeXt block: dwconv 7x7 -> LN -> Linear 4x -> act -> [GRN] -> Linear -> [layer scale] -> residual.
+
+    Three ways to run it, all computing the same function (see docs/performance.md):
+
+    * ``forward_reference``: the official code, line by line (tests compare against it);
+    * autograd path (training, GPU, ``torch.compile``): channels-last throughout, GRN's beta and
+      layer scale folded into pwconv2 (for a single image GRN's scale too, so the 4x-wide tensor
+      is never rescaled), GRN's statistics in fp32 blocks; on CPU the pointwise layers run as 1x1
+      convolutions where torch gives those to oneDNN, much faster than the BLAS behind ``F.linear``;
+    * CPU inference (no autograd needed): oneDNN linears with the bias and activation fused into
+      pwconv1 and the bias and residual fused into pwconv2, GRN's scale applied in place, or
+      folded into pwconv2 image by image where an image's hidden tensor outweighs that weight.
+    """
+
+    _onednn_linear = _find_onednn_linear()
+    # Activations oneDNN fuses into pwconv1: module type -> (post-op, scalars, algorithm); nn.GELU is read.
+    _onednn_acts: dict[type, tuple[str, list, str]] = {
+        timm_activations.GELU: ("gelu", [None], "none"), timm_activations.GELUTanh: ("gelu", [None], "tanh"),
+        nn.ReLU: ("relu", [], ""), nn.SiLU: ("swish", [], ""),
+    }
 
     def __init__(
         self,
@@ -120,38 +205,123 @@ class Block(nn.Module):
         self.use_reference = False
 
     def forward(self, x: Tensor) -> Tensor:
+        """NCHW (channels-last memory) in and out."""
         if self.use_reference:
             return self.forward_reference(x)
+        dtype = self._onednn_dtype(x)
+        if dtype is not None:
+            return self._forward_onednn(x, dtype)
+        return self._forward_autograd(x)
+
+    # --- the autograd path --------------------------------------------------------------------
+    def _forward_autograd(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.dwconv(x).permute(0, 2, 3, 1)  # NHWC view; contiguous for channels-last input
-        x = self.act(self.pwconv1(self.norm(x)))
-        x = self._fused_pointwise2(x)
+        x = self.act(self._pointwise(self.norm(x), self.pwconv1.weight, self.pwconv1.bias))
+        x, scale = self._apply_grn_scale(x, inplace=False)
+        weight, bias = self._folded_pwconv2()
+        weight = weight if scale is None else weight * scale
+        x = self._pointwise(x, weight.to(x.dtype), bias.to(x.dtype)).to(self._branch_dtype(x.dtype))
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
-    def _fused_pointwise2(self, x: Tensor) -> Tensor:
-        """GRN, pwconv2 and layer scale as one (batched) matmul.
+    def _branch_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The residual branch's dtype in the reference: layer scale (``gamma * x``) promotes it to gamma's."""
+        return dtype if self.gamma is None else torch.promote_types(dtype, self.gamma.dtype)
 
-        GRN(x) = x * s + beta with a per-sample, per-channel scale s, so
-        pwconv2(GRN(x)) = x @ (W * s)^T + (W @ beta + b): the scale moves into a per-sample weight
-        and the 4C-wide tensor is never rescaled. Layer scale multiplies the weight rows.
+    @staticmethod
+    def _pointwise(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """``F.linear`` on NHWC activations.
+
+        On CPU it runs as a 1x1 convolution of the NCHW view wherever torch gives such a
+        convolution to oneDNN (more than one thread, or a batch of 16 or more), whose GEMMs beat
+        the BLAS behind ``F.linear`` there by up to 2x, backward included.
+        """
+        if x.device.type == "cpu" and (x.shape[0] >= 16 or _several_threads()):
+            return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
+        return F.linear(x, weight, bias)
+
+    def _apply_grn_scale(self, x: Tensor, inplace: bool) -> tuple[Tensor, Tensor | None]:
+        """GRN(x) = x * s + beta with a per-sample, per-channel scale s (fp32).
+
+        A single image's s is returned to be folded into pwconv2's weight; for a batch, x is
+        rescaled (one pass) instead, since a per-sample weight would make N small GEMMs.
+        """
+        if self.grn is None:
+            return x, None
+        scale = self.grn.response_scale(x)
+        if x.shape[0] == 1:
+            return x, scale[0]
+        scale = scale[:, None, None, :].to(x.dtype)
+        return (x.mul_(scale) if inplace else x * scale), None
+
+    def _folded_pwconv2(self) -> tuple[Tensor, Tensor]:
+        """pwconv2's weight and bias with GRN's beta and the layer scale folded in.
+
+        pwconv2(x * s + beta) = (x * s) @ W^T + (W @ beta + b), and for one image x @ (W * s)^T
+        + (W @ beta + b); gamma * (x @ W^T + b) scales W's rows and b.
         """
         weight, bias = self.pwconv2.weight, self.pwconv2.bias
-        if self.grn is None:
-            if self.gamma is not None:
-                weight, bias = weight * self.gamma[:, None], bias * self.gamma
-            return F.linear(x, weight, bias)
-        n, h, w, c = x.shape
-        scale = self.grn.response_scale(x)  # (N, 4C) fp32
-        weight32 = weight.float()
-        bias = torch.addmv(bias.float(), weight32, self.grn.beta.float())
-        weight = weight32[None] * scale[:, None, :]  # (N, C_out, 4C)
+        if self.grn is not None:
+            bias = torch.addmv(bias, weight, self.grn.beta)
         if self.gamma is not None:
-            weight = weight * self.gamma.float()[None, :, None]
-            bias = bias * self.gamma.float()
-        dtype = x.dtype
-        out = torch.baddbmm(bias.to(dtype)[None, None], x.reshape(n, h * w, c), weight.to(dtype).transpose(1, 2))
-        return out.view(n, h, w, -1)
+            weight = weight * self.gamma[:, None]
+            bias = bias * self.gamma
+        return weight, bias
 
+    # --- the CPU inference path ---------------------------------------------------------------
+    def _onednn_dtype(self, x: Tensor) -> torch.dtype | None:
+        """The dtype to run the oneDNN inference path in, or None where it does not apply.
+
+        It applies on CPU when no gradient is needed, outside ``torch.compile``/``torch.export``
+        (which fuse on their own) and tracing (ONNX export), without active drop path, in fp32 or
+        bf16 (directly or under bf16 autocast).
+        """
+        if torch.compiler.is_compiling() or self._onednn_linear is None or x.device.type != "cpu":
+            return None
+        if torch.jit.is_tracing():
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return None
+        if self.training and not isinstance(self.drop_path, nn.Identity):
+            return None
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            return dtype if dtype == torch.bfloat16 else None
+        dtype = self.pwconv1.weight.dtype
+        return dtype if dtype in (torch.float32, torch.bfloat16) and x.dtype == dtype else None
+
+    def _onednn_activation(self) -> tuple[str, list, str] | None:
+        """pwconv1's activation as a oneDNN post-op (name, scalars, algorithm), or None if it has none."""
+        if type(self.act) is nn.GELU:
+            return "gelu", [None], self.act.approximate
+        return self._onednn_acts.get(type(self.act))
+
+    def _forward_onednn(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        shortcut = x.permute(0, 2, 3, 1)
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1)).to(dtype)
+        w1, b1 = self.pwconv1.weight.to(dtype), self.pwconv1.bias.to(dtype)
+        w2, b2 = self._folded_pwconv2()
+        weights = (w1, b1, w2, b2.to(dtype))
+        n, h, w, c = y.shape
+        if n == 1 or h * w < c:
+            out = self._onednn_mlp(y, shortcut, weights)
+        else:  # image by image: GRN's scale folds into pwconv2, and the 4x-wide tensor stays small and reused
+            out = torch.cat([self._onednn_mlp(y[i:i + 1], shortcut[i:i + 1], weights) for i in range(n)])
+        return out.permute(0, 3, 1, 2)
+
+    def _onednn_mlp(self, y: Tensor, shortcut: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """pwconv1 (bias and activation fused), GRN, pwconv2 (bias and residual fused) on NHWC tensors."""
+        linear, (w1, b1, w2, b2) = self._onednn_linear, weights
+        act = self._onednn_activation()
+        h = linear(y, w1, b1, *act) if act is not None else self.act(linear(y, w1, b1, "none", [], ""))
+        h, scale = self._apply_grn_scale(h, inplace=True)
+        w2 = (w2 if scale is None else w2 * scale).to(h.dtype)
+        branch_dtype = self._branch_dtype(h.dtype)
+        if shortcut.dtype == h.dtype == branch_dtype and shortcut.is_contiguous():
+            return linear.binary(h, shortcut, w2, b2, "add")
+        return shortcut + linear(h, w2, b2, "none", [], "").to(branch_dtype)
+
+    # --- the reference ------------------------------------------------------------------------
     def forward_reference(self, x: Tensor) -> Tensor:
         """The block as the official code writes it (NCHW in, NCHW out)."""
         shortcut = x

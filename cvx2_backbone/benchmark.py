@@ -1,0 +1,552 @@
+"""Side-by-side speed and memory of this backbone, timm's and Hugging Face's ConvNeXt V2.
+
+All three get the same random weights (converted by :mod:`cvx2_backbone.weights`), must agree
+on their outputs, and are then timed interleaved in one process: every repeat runs each
+implementation in each case of one input size once, so load changes on a shared machine hit all
+of them alike; the median counts. Used by ``cvx2 bench`` and ``tools/benchmark.py``; see
+docs/performance.md.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from .convnext import V2_ARCHS, ConvNeXtV2
+
+IMPLS = ("cvx2", "timm", "hf", "reference")
+DEFAULT_IMPLS = ("cvx2", "timm", "hf")
+DEFAULT_CASES = ("infer-fp32", "infer-bf16", "train-fp32", "infer-fp32-compile", "train-fp32@det", "train-fp32-cp@det")
+_CASE = re.compile(r"^(?P<task>infer|train)-(?P<precision>fp32|bf16)(?P<cp>-cp)?(?P<compile>-compile)?(?P<det>@det)?$")
+# Settings outside the program that change CPU timings; recorded with the results.
+_ENVIRONMENT = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LD_PRELOAD", "MKL_NUM_THREADS")
+PARITY_RTOL = 1e-4  # max |difference| / max |output| between implementations, fp32, per stage
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured setting: ``{infer|train}-{fp32|bf16}[-cp][-compile][@det]``.
+
+    ``-cp`` turns on gradient checkpointing (``with_cp``; timm and Hugging Face use their own),
+    ``@det`` runs at the detection size instead of the classification size.
+    """
+
+    name: str
+    task: str
+    precision: str
+    checkpointing: bool
+    compiled: bool
+    detection: bool
+
+    @classmethod
+    def parse(cls, name: str) -> "Case":
+        match = _CASE.match(name)
+        if match is None:
+            raise ValueError(f"unknown case {name!r}: write {{infer|train}}-{{fp32|bf16}}[-cp][-compile][@det], "
+                             f"e.g. {', '.join(DEFAULT_CASES)}")
+        if match["cp"] and match["task"] != "train":
+            raise ValueError(f"case {name!r}: gradient checkpointing (-cp) only matters for train cases")
+        return cls(name, match["task"], match["precision"], bool(match["cp"]), bool(match["compile"]),
+                   bool(match["det"]))
+
+
+@dataclass
+class BenchConfig:
+    """What to measure; the defaults finish in a few minutes on a 2-core CPU."""
+
+    sizes: Sequence[str] = ("tiny",)
+    cases: Sequence[str] = DEFAULT_CASES
+    impls: Sequence[str] = DEFAULT_IMPLS
+    batch: int = 8
+    resolution: int = 224
+    det_batch: int = 1
+    det_resolution: int = 1024
+    repeats: int = 5
+    det_repeats: int = 1
+    warmup: int = 1
+    threads: int | None = None
+    device: str = "auto"
+    memory: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    """One implementation in one case."""
+
+    size: str
+    case: str
+    impl: str
+    batch: int
+    resolution: int
+    seconds: list[float] = field(default_factory=list)
+    img_per_s: float = 0.0
+    ratio_to_timm: float | None = None
+    peak_mib: float | None = None
+    compile_s: float | None = None
+
+
+# --- the three implementations, loaded with the same weights ---------------------------------
+def randomize_(model: nn.Module, seed: int) -> nn.Module:
+    """Random values for every parameter, GRN, layer scale, norms and biases included, so each one matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if param.dim() > 1:
+                param.copy_(noise * 0.02)
+            elif name.endswith("grn.gamma"):
+                param.copy_(noise * 0.5)
+            elif name.endswith(".weight"):  # the LayerNorms' scales
+                param.copy_(1 + noise * 0.1)
+            else:
+                param.copy_(noise * 0.1)
+    return model
+
+
+def _transfer(state_dict: Mapping[str, Tensor], target: nn.Module) -> None:
+    """Load this backbone's weights into another library's model.
+
+    The key mapping comes from the weights package's converter: the target's tensors are filled
+    with their index, converted to this project's layout, and read back.
+    """
+    from .weights import convert_state_dict
+
+    own = target.state_dict()
+    keys = list(own)
+    markers = {k: torch.full(v.shape, float(i)) for i, (k, v) in enumerate(own.items()) if v.is_floating_point()}
+    converted = convert_state_dict(markers).state_dict
+    loaded = {}
+    for ours, marked in converted.items():
+        if ours in state_dict:
+            theirs = keys[int(marked.flatten()[0])]
+            loaded[theirs] = state_dict[ours].reshape(own[theirs].shape)
+    unmapped = sorted(set(state_dict) - set(converted))
+    if unmapped:
+        raise RuntimeError(f"{type(target).__name__} has no place for {unmapped[:5]}; the layouts differ")
+    target.load_state_dict(loaded, strict=False)
+
+
+def _hf_model(size: str) -> nn.Module:
+    from transformers import ConvNextV2Config, ConvNextV2Model
+
+    depths, dims = V2_ARCHS[size]
+    config = ConvNextV2Config(depths=list(depths), hidden_sizes=list(dims), drop_path_rate=0.0)
+    return ConvNextV2Model(config)
+
+
+def build_models(size: str, impls: Sequence[str], seed: int) -> dict[str, nn.Module]:
+    """The requested implementations of ConvNeXt V2 ``size``, all holding the same random weights."""
+    if size not in V2_ARCHS:
+        raise ValueError(f"unknown size {size!r}; choose from {', '.join(V2_ARCHS)}")
+    ours = randomize_(ConvNeXtV2(size, out_norm=False), seed)
+    state = ours.state_dict()
+    models: dict[str, nn.Module] = {}
+    for impl in impls:
+        if impl == "cvx2":
+            models[impl] = ours
+        elif impl == "reference":
+            models[impl] = ConvNeXtV2(size, out_norm=False).set_reference_path(True)
+            models[impl].load_state_dict(state)
+        elif impl == "timm":
+            models[impl] = timm.create_model(f"convnextv2_{size}", features_only=True, pretrained=False)
+            _transfer(state, models[impl])
+        elif impl == "hf":
+            try:
+                models[impl] = _hf_model(size)
+            except ImportError:
+                print("note: transformers is not installed, so Hugging Face is left out "
+                      "(pip install 'cvx2_backbone[hf]')", file=sys.stderr)
+                continue
+            _transfer(state, models[impl])
+        else:
+            raise ValueError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
+    return models
+
+
+def stage_outputs(impl: str, model: nn.Module, x: Tensor) -> tuple[Tensor, ...]:
+    """The four stage outputs (NCHW) of any of the implementations."""
+    if impl == "hf":
+        return tuple(model(pixel_values=x, output_hidden_states=True).hidden_states[1:])
+    return tuple(model(x))
+
+
+def check_parity(models: Mapping[str, nn.Module], x: Tensor) -> dict[str, float]:
+    """Relative max difference of every implementation to this backbone (fp32, eval); raises if any disagrees."""
+    with torch.inference_mode():
+        outputs = {impl: stage_outputs(impl, model.eval(), x) for impl, model in models.items()}
+    base = outputs[next(iter(outputs))]
+    errors = {}
+    for impl, outs in outputs.items():
+        errors[impl] = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(outs, base))
+        if not errors[impl] <= PARITY_RTOL:
+            raise RuntimeError(f"{impl} disagrees with {next(iter(outputs))}: relative max difference "
+                               f"{errors[impl]:.2e} > {PARITY_RTOL:.0e}; the weight transfer or a fast path is wrong")
+    return errors
+
+
+# --- measuring --------------------------------------------------------------------------------
+def _has_checkpointing(impl: str, model: nn.Module) -> bool:
+    return impl != "hf" or getattr(model, "supports_gradient_checkpointing", False)
+
+
+def _set_checkpointing(impl: str, model: nn.Module, enabled: bool) -> None:
+    """Turn the implementation's own gradient checkpointing on or off."""
+    if impl in ("cvx2", "reference"):
+        model.with_cp = enabled
+    elif impl == "timm":
+        model.set_grad_checkpointing(enabled)
+    elif _has_checkpointing(impl, model) and enabled:
+        model.gradient_checkpointing_enable()
+    elif _has_checkpointing(impl, model):
+        model.gradient_checkpointing_disable()
+
+
+def make_step(impl: str, model: nn.Module, case: Case, x: Tensor) -> Callable[[], None]:
+    """One inference forward, or one training step (forward, backward), as the case asks.
+
+    The step sets the model's mode and checkpointing itself, so steps of different cases can
+    share a model and run interleaved.
+    """
+    if case.checkpointing and not _has_checkpointing(impl, model):
+        raise NotImplementedError(f"{impl} has no gradient checkpointing")
+    run = torch.compile(model) if case.compiled else model
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def prepare() -> None:
+        model.train(case.task == "train")
+        _set_checkpointing(impl, model, case.checkpointing)
+
+    if case.task == "infer":
+        def step() -> None:
+            prepare()
+            with torch.inference_mode(), autocast:
+                stage_outputs(impl, run, x)
+    else:
+        def step() -> None:
+            prepare()
+            with autocast:
+                outputs = stage_outputs(impl, run, x)
+            sum(out.float().mean() for out in outputs).backward()
+            for param in params:  # as an optimizer step with zero_grad(set_to_none=True) would
+                param.grad = None
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(steps: Mapping[Any, Callable[[], None]], repeats: int, device: torch.device) -> dict[Any, list]:
+    """Seconds per call of every step, round robin: repeat r runs each step once before repeat r + 1."""
+    times: dict[Any, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float:
+    """Peak memory allocated by one call above what was allocated before it (MiB).
+
+    CUDA: the caching allocator's statistics. CPU: the allocation and free events recorded by
+    torch.profiler, replayed in time order (torch's CPU allocator keeps no statistics).
+    """
+    if device.type == "cuda":
+        _sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def run_group(size: str, cases: Sequence[Case], models: Mapping[str, nn.Module], config: BenchConfig,
+              device: torch.device) -> list[Result]:
+    """Time (and measure the memory of) every implementation in cases of one input size, all interleaved.
+
+    Interleaving across cases too makes ratios between cases (bf16 against fp32, compiled
+    against eager) as fair as those between implementations.
+    """
+    detection = cases[0].detection
+    batch, resolution = (config.det_batch, config.det_resolution) if detection else (config.batch, config.resolution)
+    x = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(config.seed)).to(device)
+    steps, results = {}, {}
+    for case in cases:
+        for impl, model in models.items():
+            try:
+                step = make_step(impl, model, case, x)
+            except NotImplementedError as err:
+                print(f"note: {case.name}: {err}, so it is left out", file=sys.stderr)
+                continue
+            key = (case.name, impl)
+            steps[key], results[key] = step, Result(size, case.name, impl, batch, resolution)
+            start = time.perf_counter()
+            for call in range(config.warmup):
+                if config.memory and not case.compiled and call == config.warmup - 1:  # saves a call at 1024x1024
+                    results[key].peak_mib = peak_memory_mib(step, device)
+                else:
+                    step()
+            if case.compiled:
+                results[key].compile_s = time.perf_counter() - start
+    repeats = config.det_repeats if detection else config.repeats
+    for key, seconds in time_interleaved(steps, repeats, device).items():
+        results[key].seconds = seconds
+        results[key].img_per_s = batch / statistics.median(seconds)
+    for key, step in steps.items():
+        if config.memory and results[key].peak_mib is None:
+            results[key].peak_mib = peak_memory_mib(step, device)
+    for (case, _), result in results.items():
+        timm = results.get((case, "timm"))
+        result.ratio_to_timm = result.img_per_s / timm.img_per_s if timm else None
+    for impl, model in models.items():  # leave the models as built
+        _set_checkpointing(impl, model, False)
+        model.zero_grad(set_to_none=True)
+    return list(results.values())
+
+
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Measure every size and case of ``config``; returns the JSON-ready report."""
+    cases = [Case.parse(name) for name in config.cases]
+    device = _device(config.device)
+    report = {"meta": _meta(config, device), "parity": {}, "results": []}
+    with _threads(config.threads):
+        report["meta"]["threads"] = torch.get_num_threads()
+        for size in config.sizes:
+            models = {impl: model.to(device) for impl, model in build_models(size, config.impls, config.seed).items()}
+            probe = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(config.seed)).to(device)
+            report["parity"][size] = check_parity(models, probe)
+            log(f"{size}: outputs agree (relative max difference to cvx2: "
+                + ", ".join(f"{k} {v:.1e}" for k, v in report["parity"][size].items()) + ")")
+            for group in ([c for c in cases if not c.detection], [c for c in cases if c.detection]):
+                if group:
+                    results = run_group(size, group, models, config, device)
+                    report["results"].extend(asdict(r) for r in results)
+                    log(format_table(results))
+    report["summary"] = summarize(report["results"])
+    return report
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _meta(config: BenchConfig, device: torch.device) -> dict:
+    try:
+        import transformers
+        hf_version = transformers.__version__
+    except ImportError:
+        hf_version = None
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.platform(), "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "timm": timm.__version__, "transformers": hf_version,
+        "environment": {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ},
+        "config": asdict(config),
+    }
+
+
+# --- reporting --------------------------------------------------------------------------------
+def summarize(results: Sequence[Mapping]) -> dict:
+    """The issue's targets from the measured results (only those whose cases were run)."""
+    def find(case: str, impl: str, size: str) -> Mapping | None:
+        return next((r for r in results if r["case"] == case and r["impl"] == impl and r["size"] == size), None)
+
+    summary = {}
+    for size in dict.fromkeys(r["size"] for r in results):
+        checks = {}
+        for label, case, goal in (("eager fp32 inference vs timm", "infer-fp32", 1.3),
+                                  ("training step vs timm", "train-fp32", 1.15),
+                                  ("compiled inference vs timm compiled", "infer-fp32-compile", 1.0)):
+            ours, timm = find(case, "cvx2", size), find(case, "timm", size)
+            if ours and timm:
+                checks[label] = {"value": ours["img_per_s"] / timm["img_per_s"], "target": goal}
+        fp32, bf16 = find("infer-fp32", "cvx2", size), find("infer-bf16", "cvx2", size)
+        if fp32 and bf16:
+            checks["bf16 vs fp32 inference"] = {"value": bf16["img_per_s"] / fp32["img_per_s"], "target": 2.0}
+        plain, cp = find("train-fp32@det", "cvx2", size), find("train-fp32-cp@det", "cvx2", size)
+        if plain and cp and plain["peak_mib"] and cp["peak_mib"] is not None:
+            checks["with_cp training memory saving"] = {"value": 1 - cp["peak_mib"] / plain["peak_mib"], "target": 0.4}
+        for check in checks.values():
+            check["met"] = check["value"] >= check["target"]
+        summary[size] = checks
+    return summary
+
+
+def format_table(results: Sequence[Mapping | Result]) -> str:
+    """Aligned text table of results: img/s, ratio to timm, ms per call, peak memory."""
+    rows = [["size", "case", "input", "impl", "img/s", "x timm", "ms/call", "peak MiB", "compile s"]]
+    for r in (asdict(r) if isinstance(r, Result) else r for r in results):
+        rows.append([r["size"], r["case"], f"{r['batch']}x{r['resolution']}", r["impl"], f"{r['img_per_s']:.2f}",
+                     f"{r['ratio_to_timm']:.2f}" if r["ratio_to_timm"] is not None else "-",
+                     f"{1e3 * statistics.median(r['seconds']):.0f}",
+                     f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-",
+                     f"{r['compile_s']:.0f}" if r["compile_s"] is not None else "-"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(width) if i > 3 else cell.ljust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths))) for row in rows]
+    return "\n".join(lines)
+
+
+def format_markdown(report: Mapping) -> str:
+    """The results and targets as Markdown tables, with the date and machine (for a README)."""
+    meta = report["meta"]
+    lines = [f"{meta['date'][:10]}, {meta['device']} ({meta['processor']}, {meta['cpu_count']} CPUs, "
+             f"{meta['threads']} threads), torch {meta['torch']}, timm {meta['timm']}, "
+             f"transformers {meta['transformers']}", "",
+             "| size | case | input | impl | img/s | x timm | peak MiB |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+    for r in report["results"]:
+        ratio = f"{r['ratio_to_timm']:.2f}" if r["ratio_to_timm"] is not None else "-"
+        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+        lines.append(f"| {r['size']} | {r['case']} | {r['batch']}x{r['resolution']} | {r['impl']} | "
+                     f"{r['img_per_s']:.2f} | {ratio} | {peak} |")
+    lines += ["", "| size | target | measured | goal | met |", "| --- | --- | ---: | ---: | --- |"]
+    for size, checks in report["summary"].items():
+        for label, check in checks.items():
+            lines.append(f"| {size} | {label} | {check['value']:.2f} | {check['target']:.2f} | "
+                         f"{'yes' if check['met'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def format_summary(summary: Mapping[str, Mapping]) -> str:
+    lines = []
+    for size, checks in summary.items():
+        for label, check in checks.items():
+            kind = "saved" if "memory" in label else "x"
+            value = f"{100 * check['value']:.0f}% {kind}" if kind == "saved" else f"{check['value']:.2f}x"
+            target = f"{100 * check['target']:.0f}%" if kind == "saved" else f"{check['target']:.2f}x"
+            lines.append(f"{size}: {label}: {value} (target >= {target}) {'met' if check['met'] else 'NOT met'}")
+    return "\n".join(lines)
+
+
+# --- command line -----------------------------------------------------------------------------
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = BenchConfig()
+    parser.add_argument("--sizes", type=_names, default=",".join(defaults.sizes),
+                        help=f"comma-separated ConvNeXt V2 sizes ({', '.join(V2_ARCHS)})")
+    parser.add_argument("--cases", type=_names, default=",".join(defaults.cases),
+                        help="comma-separated cases {infer|train}-{fp32|bf16}[-cp][-compile][@det]")
+    parser.add_argument("--impls", type=_names, default=",".join(defaults.impls),
+                        help=f"comma-separated implementations ({', '.join(IMPLS)}; reference: this "
+                             "backbone's plain path)")
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="batch of the classification-size cases")
+    parser.add_argument("--resolution", type=int, default=defaults.resolution, help="classification image size")
+    parser.add_argument("--det-batch", type=int, default=defaults.det_batch, help="batch of the @det cases")
+    parser.add_argument("--det-resolution", type=int, default=defaults.det_resolution, help="detection image size")
+    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed calls per implementation")
+    parser.add_argument("--det-repeats", type=int, default=defaults.det_repeats, help="timed calls in @det cases")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls first (compiles)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda or auto")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory runs")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random weights and inputs")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    parser.add_argument("--markdown", action="store_true", help="also print the results as Markdown tables")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """Validate the parsed arguments into a :class:`BenchConfig` (clear errors for bad values)."""
+    for name in ("batch", "det_batch", "repeats", "det_repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("resolution", "det_resolution"):
+        if getattr(args, name) < 32:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 32 (the network's stride), "
+                             f"got {getattr(args, name)}")
+    if args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        raise ValueError("--warmup must be >= 0 and --threads >= 1")
+    for size in args.sizes:
+        if size not in V2_ARCHS:
+            raise ValueError(f"unknown size {size!r} in --sizes; choose from {', '.join(V2_ARCHS)}")
+    for impl in args.impls:
+        if impl not in IMPLS:
+            raise ValueError(f"unknown implementation {impl!r} in --impls; choose from {', '.join(IMPLS)}")
+    for name in args.cases:
+        Case.parse(name)
+    return BenchConfig(sizes=args.sizes, cases=args.cases, impls=args.impls, batch=args.batch,
+                       resolution=args.resolution, det_batch=args.det_batch, det_resolution=args.det_resolution,
+                       repeats=args.repeats, det_repeats=args.det_repeats, warmup=args.warmup, threads=args.threads,
+                       device=args.device, memory=args.memory, seed=args.seed)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table and targets, write JSON if asked."""
+    config = config_from_args(args)
+    report = run_benchmark(config)
+    print(f"\nConvNeXt V2 on {report['meta']['device']} ({report['meta']['processor']}, "
+          f"{report['meta']['threads']} threads), {report['meta']['date']}")
+    print(format_table(report["results"]))
+    print(format_summary(report["summary"]))
+    if args.markdown:
+        print("\n" + format_markdown(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))

@@ -1,0 +1,18 @@
+"""`cvx2 bench`: this backbone, timm's and Hugging Face's ConvNeXt V2 timed side by side (see docs/performance.md)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "speed and peak memory of this backbone next to timm and Hugging Face (same weights, interleaved timing)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..benchmark import add_arguments as benchmark_arguments
+
+    benchmark_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..benchmark import run_from_args
+
+    return run_from_args(args)
