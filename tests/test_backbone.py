@@ -342,3 +342,16 @@ def test_outputs_are_plain_contiguous_nchw(out_norm):
     with torch.no_grad():
         outs = model(torch.randn(2, 3, 64, 96))
     assert all(o.is_contiguous() for o in outs)
+
+
+@pytest.mark.heavy
+def test_huge_runs_and_matches_the_reference_path():
+    """A real forward pass of the largest preset (2.6 GB of fp32 weights), fast path against reference."""
+    model = randomise(ConvNeXtV2("huge", out_norm=False), std=0.02).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        fast = model(x)
+        reference = model.set_reference_path(True)(x)
+    for a, b in zip(fast, reference):
+        assert torch.isfinite(a).all()
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()

@@ -66,3 +66,12 @@ def test_quick_demo_learns_and_writes_its_pictures(tmp_path, capsys):
     with Image.open(out / "feature_pyramid.png") as picture:
         assert picture.width > 5 * picture.height  # the image and five FPN levels side by side
     assert (out / "config.py").exists() and (out / "detector.pth").exists()
+
+
+@pytest.mark.heavy
+def test_full_demo_learns_the_shapes(tmp_path):
+    """The README's `make demo` run (about 2 minutes on 2 cores): it must learn the shapes well, not just a little."""
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["coco/bbox_mAP"] > 0.5 and metrics["coco/segm_mAP"] > 0.5
