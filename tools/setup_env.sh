@@ -5,7 +5,7 @@
 # Safe to re-run: packages already present in a compatible version are kept, so an
 # environment that already works (for example with a CUDA build of torch) is not replaced.
 # mmcv 2.1.0 has no wheel for current torch: it is built from source with its C++ ops
-# (about 6 minutes on 2 cores, then cached). With a GPU and nvcc present the CUDA ops are
+# (about 10 minutes on 2 cores, then cached). With a GPU and nvcc present the CUDA ops are
 # built too (set CVX2_MMCV_CUDA=0 or 1 to decide yourself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +57,7 @@ build_mmcv() {
   torch_version=$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')
   cache="${CVX2_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cvx2_backbone/wheels}/mmcv-2.1.0-torch$torch_version-$flavour"
   if ! compgen -G "$cache/mmcv-2.1.0-*.whl" >/dev/null; then
-    echo "[setup] building mmcv 2.1.0 with $flavour ops (about 6 minutes on 2 cores; cached in $cache)"
+    echo "[setup] building mmcv 2.1.0 with $flavour ops (about 10 minutes on 2 cores; cached in $cache)"
     tmp=$(mktemp -d)
     pip_install -q --upgrade pip >/dev/null
     "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: mmcv==2.1.0 -d "$tmp"
