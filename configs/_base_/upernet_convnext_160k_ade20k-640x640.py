@@ -1,17 +1,4 @@
-# ConvNeXt V1 UperNet on ADE20K, 640x640 crops: 160k iterations, AdamW lr 1e-4, wd 0.05,
-# stage-wise lr decay 0.9, poly schedule, total batch 16 (8 GPUs x 2).
-_base_ = [
-    './models/upernet_convnext.py',
-    'mmseg::_base_/datasets/ade20k_640x640.py',
-    './schedules/adamw-stage-decay_poly-160k.py',
-    'mmseg::_base_/default_runtime.py',
-]
-crop_size = (640, 640)
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(type='cvx2_backbone.ConvNeXt'),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(426, 426)),
-)
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
+# ConvNeXt V1 UperNet on ADE20K, 640x640 crops: the V2 recipe with the V1 backbone
+# (160k iterations, AdamW lr 1e-4, wd 0.05, stage-wise lr decay 0.9, poly, total batch 16).
+_base_ = './upernet_convnextv2_160k_ade20k-640x640.py'
+model = dict(backbone=dict(type='cvx2_backbone.ConvNeXt'))
