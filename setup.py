@@ -11,6 +11,8 @@ exec((ROOT / "cvx2_backbone" / "version.py").read_text(), version)
 DET = ["mmcv>=2.0.0,<2.2.0", "mmdet>=3.0,<3.4", "pycocotools", "matplotlib"]
 SEG = ["mmcv>=2.0.0,<2.2.0", "mmsegmentation>=1.0,<1.3", "ftfy", "regex"]
 HF = ["transformers>=4.40"]
+# ONNX export (torch's dynamo exporter needs onnxscript), ONNX Runtime and OpenVINO for verification and benchmarks.
+DEPLOY = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0"]
 
 setup(
     name="cvx2_backbone",
@@ -36,8 +38,9 @@ setup(
         "det": DET,
         "seg": SEG,
         "hf": HF,
-        "all": sorted(set(DET + SEG + HF + ["matplotlib"])),
-        "test": sorted(set(DET + SEG + HF + ["matplotlib", "pytest>=7", "pytest-timeout"])),
+        "deploy": DEPLOY,
+        "all": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib"])),
+        "test": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib", "pytest>=7", "pytest-timeout"])),
     },
     entry_points={"console_scripts": ["cvx2=cvx2_backbone.cli:main"]},
     classifiers=[
