@@ -2,11 +2,13 @@
 
 :func:`export_onnx` is mmdeploy's ``torch2onnx`` with the model in hand: it builds the model from its config and
 checkpoint with mmdeploy's task processor, switches every ConvNeXt backbone to plain ops, and exports under
-mmdeploy's rewriters (with the fixes of :mod:`.mmdeploy_compat`). :func:`build_deployed_model` wraps the ONNX file
-in mmdeploy's backend model, which takes the same batches and returns the same data samples as the PyTorch model.
+mmdeploy's rewriters, with the fixes of :mod:`.mmdeploy_compat` and :mod:`.mmdeploy_exact`.
+:func:`build_deployed_model` wraps the ONNX file in mmdeploy's backend model, which takes the same batches and
+returns the same data samples as the PyTorch model.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Union
 
@@ -53,7 +55,8 @@ def load_configs(deploy_cfg: ConfigLike, model_cfg: ConfigLike) -> tuple[Config,
     require_mmdeploy()
     from mmdeploy.utils import load_config
 
-    deploy_cfg, model_cfg = load_config(*(str(c) if isinstance(c, Path) else c for c in (deploy_cfg, model_cfg)))
+    given = (str(c) if isinstance(c, Path) else copy.deepcopy(c) for c in (deploy_cfg, model_cfg))  # callers' kept
+    deploy_cfg, model_cfg = load_config(*given)
     if "test_pipeline" not in model_cfg:
         loader = model_cfg.get("test_dataloader") or model_cfg.get("val_dataloader")
         if not loader:
