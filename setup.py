@@ -12,7 +12,10 @@ DET = ["mmcv>=2.0.0,<2.2.0", "mmdet>=3.0,<3.4", "pycocotools", "matplotlib"]
 SEG = ["mmcv>=2.0.0,<2.2.0", "mmsegmentation>=1.0,<1.3", "ftfy", "regex"]
 HF = ["transformers>=4.40"]
 # ONNX export (torch's dynamo exporter needs onnxscript), ONNX Runtime and OpenVINO for verification and benchmarks.
-DEPLOY = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0"]
+# Whole detectors / segmentors go through mmdeploy 1.3.1, which cannot be listed here: it declares protobuf<=3.20.2,
+# which onnx >= 1.16 rules out, though it runs with current protobuf. tools/setup_env.sh installs it with --no-deps
+# (pinned in requirements/constraints.txt); aenum is the one dependency it needs that nothing else brings.
+DEPLOY = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0", "aenum"]
 
 setup(
     name="cvx2_backbone",
@@ -24,6 +27,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["cvx2_backbone", "cvx2_backbone.*"]),
     include_package_data=True,
+    package_data={"cvx2_backbone.deploy": ["configs/**/*.py", "mmdeploy_configs/**/*.py", "mmdeploy_configs/*.md"]},
     install_requires=[
         "torch>=2.5",  # safe_globals (safe checkpoint loading), torch.compiler.is_compiling
         "timm>=1.0",

@@ -92,4 +92,9 @@ else
 fi
 
 pip_install -q -c "$CONSTRAINTS" -e ".[test]"
+# mmdeploy 1.3.1 declares protobuf<=3.20.2, which onnx >= 1.16 rules out; it runs with current protobuf
+# (docs/deployment.md), so it goes in without its declared dependencies (the one it needs, aenum, is in the extra).
+if ! has mmdeploy "==1.3.1"; then
+  pip_install -q -c "$CONSTRAINTS" --no-deps mmdeploy
+fi
 echo "[setup] done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, timm; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")')"
