@@ -92,4 +92,9 @@ else
 fi
 
 pip_install -q -c "$CONSTRAINTS" -e ".[test]"
+# panopticapi (COCO panoptic quality; mmdet's CocoPanopticMetric and LoadPanopticAnnotations import it) is not on
+# PyPI under that name. panopticapi-lite ships its modules unchanged but declares numpy<2, which this numpy 2 stack
+# cannot meet, so pip cannot resolve it as a requirement: it is installed without its declared dependencies (numpy,
+# pillow and pycocotools are already here; matplotlib and scikit-image are only used by scripts mmdet never imports).
+pip_install -q --no-deps -c "$CONSTRAINTS" panopticapi-lite
 echo "[setup] done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, timm; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")')"
