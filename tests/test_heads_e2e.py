@@ -194,6 +194,38 @@ def _checkpoint_iter(work: Path, name: str) -> int:
         return torch.load(work / name, map_location="cpu")["meta"]["iter"]
 
 
+def test_synthetic_panoptic_set_matches_its_pngs(tmp_path):
+    import numpy as np
+    from mmdet.datasets import CocoPanopticDataset
+    from panopticapi.utils import rgb2id
+    from PIL import Image
+
+    info = make_coco_panoptic_shapes(tmp_path / "pan", num_train=2, num_val=3, image_size=(80, 64), seed=1)
+    ann = json.loads(Path(info["val_ann_path"]).read_text())
+    assert [(c["name"], c["isthing"]) for c in ann["categories"]] == [
+        ("circle", 1), ("rectangle", 1), ("triangle", 1), ("sky", 0), ("ground", 0)]
+    for image in ann["annotations"]:
+        ids = rgb2id(np.array(Image.open(Path(info["val_seg_path"]) / image["file_name"]).convert("RGB")))
+        assert ids.shape == (64, 80) and (ids[:2] == 0).all() and (ids[:, -2:] == 0).all()  # the void frame
+        assert sorted(np.unique(ids[ids > 0]).tolist()) == sorted(s["id"] for s in image["segments_info"])
+        for segment in image["segments_info"]:
+            rows, cols = np.nonzero(ids == segment["id"])
+            assert segment["area"] == rows.size
+            assert segment["bbox"] == [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
+        assert {s["category_id"] for s in image["segments_info"]} >= {4, 5}  # sky and ground in every image
+
+    # mmdet reads it: things get labels 0..2, stuff 3..4, in the order of `classes`
+    meta = {key: list(info[key]) for key in ("classes", "thing_classes", "stuff_classes")}
+    dataset = CocoPanopticDataset(data_root=info["data_root"], ann_file=info["val_ann_file"], metainfo=meta,
+                                  data_prefix=dict(img=info["val_img_prefix"], seg=info["val_seg_prefix"]),
+                                  test_mode=True, pipeline=[])
+    segments = [seg for i in range(len(dataset)) for seg in dataset.get_data_info(i)["segments_info"]]
+    assert {seg["category"] for seg in segments if seg["is_thing"]} <= {0, 1, 2}
+    assert {seg["category"] for seg in segments if not seg["is_thing"]} == {3, 4}
+    again = make_coco_panoptic_shapes(tmp_path / "again", num_train=2, num_val=3, image_size=(80, 64), seed=1)
+    assert Path(again["val_ann_path"]).read_text() == Path(info["val_ann_path"]).read_text()
+
+
 # --- two iterations each, scored by the task's own metric ----------------------------------------
 
 def test_dino_trains_and_reports_coco_box_ap(coco, tmp_path):
