@@ -1,4 +1,5 @@
-# Mask2Former, ConvNeXt V2-large (FCMAE + ImageNet-22K + 1K fine-tuned at 384), ADE20K 640x640, 160k iterations, batch 16 (8 GPUs x 2).
+# Mask2Former, ConvNeXt V2-large (FCMAE + ImageNet-22K + 1K fine-tuned at 384), ADE20K 640x640, 160k iterations, batch
+# 16 (8 GPUs x 2).
 _base_ = '../_base_/mask2former_convnextv2_160k_ade20k-640x640.py'
 model = dict(
     backbone=dict(

@@ -1,4 +1,5 @@
-# Mask2Former, ConvNeXt V2-large (FCMAE + ImageNet-22K + 1K fine-tuned at 384), COCO panoptic, LSJ 1024, 50 epochs, batch 16 (8 GPUs x 2).
+# Mask2Former, ConvNeXt V2-large (FCMAE + ImageNet-22K + 1K fine-tuned at 384), COCO panoptic, LSJ 1024, 50 epochs,
+# batch 16 (8 GPUs x 2).
 _base_ = '../_base_/mask2former_convnextv2_lsj-50e_coco-panoptic.py'
 model = dict(
     backbone=dict(

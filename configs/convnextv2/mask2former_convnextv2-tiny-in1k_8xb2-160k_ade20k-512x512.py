@@ -1,4 +1,5 @@
-# Mask2Former, ConvNeXt V2-tiny (FCMAE + ImageNet-1K fine-tuned), ADE20K 512x512, 160k iterations, batch 16 (8 GPUs x 2).
+# Mask2Former, ConvNeXt V2-tiny (FCMAE + ImageNet-1K fine-tuned), ADE20K 512x512, 160k iterations, batch 16 (8 GPUs x
+# 2).
 _base_ = '../_base_/mask2former_convnextv2_160k_ade20k-512x512.py'
 model = dict(
     backbone=dict(

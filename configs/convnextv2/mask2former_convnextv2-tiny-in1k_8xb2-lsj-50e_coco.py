@@ -1,4 +1,5 @@
-# Mask2Former, ConvNeXt V2-tiny (FCMAE + ImageNet-1K fine-tuned), COCO instance, LSJ 1024, 50 epochs, batch 16 (8 GPUs x 2).
+# Mask2Former, ConvNeXt V2-tiny (FCMAE + ImageNet-1K fine-tuned), COCO instance, LSJ 1024, 50 epochs, batch 16 (8 GPUs
+# x 2).
 _base_ = '../_base_/mask2former_convnextv2_lsj-50e_coco.py'
 model = dict(
     backbone=dict(

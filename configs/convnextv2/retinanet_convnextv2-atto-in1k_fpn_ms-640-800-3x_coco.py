@@ -1,4 +1,5 @@
-# RetinaNet + FPN, ConvNeXt V2-atto (FCMAE + ImageNet-1K fine-tuned), multi-scale 640-800, 3x (36 epochs), batch 16 (8 GPUs x 2).
+# RetinaNet + FPN, ConvNeXt V2-atto (FCMAE + ImageNet-1K fine-tuned), multi-scale 640-800, 3x (36 epochs), batch 16 (8
+# GPUs x 2).
 _base_ = '../_base_/retinanet_convnextv2_fpn_ms-640-800-3x_coco.py'
 model = dict(
     backbone=dict(

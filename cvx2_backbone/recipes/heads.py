@@ -124,8 +124,8 @@ def _dino_rows() -> list[Recipe]:
                 note = "mmdet publishes the 5-scale recipe for Swin-L"
             else:
                 note = ""
-            rows.append(_row(f"dino-{scales}scale_convnextv2-{size}-{pre}_8xb2-{epochs}e_coco", MMDET + f"dino/{source}.py",
-                             DINO, size, pre, published, ours, note))
+            name = f"dino-{scales}scale_convnextv2-{size}-{pre}_8xb2-{epochs}e_coco"
+            rows.append(_row(name, MMDET + f"dino/{source}.py", DINO, size, pre, published, ours, note))
     return rows
 
 
@@ -145,11 +145,15 @@ def _mask2former_coco_rows() -> list[Recipe]:
                              train_pipeline="coco-panoptic-lsj-1024" if panoptic else "coco-instance-lsj-1024-m2f",
                              test_pipeline=("coco-panoptic-test-1333x800" if panoptic
                                             else "coco-instance-test-1333x800-m2f"))
-            note = ("mmdet publishes Mask2Former instance segmentation for Swin-T/S only" if not panoptic and size != "tiny"
-                    else "mmdet's Swin-L panoptic config trains 100 epochs at 16 x 1; the 8 x 2, 50-epoch recipe of "
-                         "Swin-B is kept" if size == "large" else "")
-            rows.append(_row(f"mask2former_convnextv2-{size}-{pre}_8xb2-lsj-50e_{task}", MMDET + f"mask2former/{source}.py",
-                             MASK2FORMER, size, pre, published, dict(_DECAY), note))
+            if not panoptic and size != "tiny":
+                note = "mmdet publishes Mask2Former instance segmentation for Swin-T/S only"
+            elif panoptic and size == "large":
+                note = ("mmdet's Swin-L panoptic config trains 100 epochs at 16 x 1; the 8 x 2, 50-epoch recipe of "
+                        "Swin-B is kept")
+            else:
+                note = ""
+            rows.append(_row(f"mask2former_convnextv2-{size}-{pre}_8xb2-lsj-50e_{task}",
+                             MMDET + f"mask2former/{source}.py", MASK2FORMER, size, pre, published, dict(_DECAY), note))
     return rows
 
 
