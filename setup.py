@@ -9,6 +9,9 @@ version = {}
 exec((ROOT / "cvx2_backbone" / "version.py").read_text(), version)
 
 DET = ["mmcv>=2.0.0,<2.2.0", "mmdet>=3.0,<3.4", "pycocotools", "matplotlib"]
+# COCO panoptic (Mask2Former panoptic) also needs panopticapi: PyPI's panopticapi-lite provides it but declares
+# numpy<2, so it cannot be an extra of a numpy 2 install; tools/setup_env.sh installs it with --no-deps
+# (`pip install --no-deps panopticapi-lite`).
 SEG = ["mmcv>=2.0.0,<2.2.0", "mmsegmentation>=1.0,<1.3", "ftfy", "regex"]
 HF = ["transformers>=4.40"]
 # ONNX export (torch's dynamo exporter needs onnxscript), ONNX Runtime and OpenVINO for verification and benchmarks.

@@ -25,11 +25,19 @@ OFFICIAL_WEIGHTS = re.compile(
     r"^https://dl\.fbaipublicfiles\.com/convnext/("
     r"convnextv2/pt_only/convnextv2_(?P<v2pt>\w+)_1k_224_fcmae\.pt"
     r"|convnextv2/im1k/convnextv2_(?P<v2ft>\w+)_1k_224_ema\.pt"
+    r"|convnextv2/im22k/convnextv2_(?P<v2ft22k>\w+)_22k_384_ema\.pt"
     r"|convnext_(?P<v1>\w+)_(1k|22k)_224\.pth)$")
+# Model families: the config name's first field. The query-based and single-stage heads are issue 14's.
+R_CNN = ("mask-rcnn", "cascade-mask-rcnn")
+QUERY_BASED = ("dino-4scale", "dino-5scale", "mask2former")
 
 
 def _id(path: Path) -> str:
     return str(path.relative_to(CONFIG_DIR))
+
+
+def _family(path: Path) -> str:
+    return path.name.split("_")[0]
 
 
 @lru_cache(maxsize=None)
@@ -74,13 +82,25 @@ def test_config_tree_is_complete():
         assert f"cascade-mask-rcnn_convnextv2-{size}-fcmae_fpn_4conv1fc-giou_lsj-3x_coco.py" in names
     assert sum("ms-1x" in n for n in names) >= 4
     assert sum(p.parent.name == "convnext" for p in CONFIGS) >= 10  # the official V1 configs
+    for size in ("tiny", "base", "large", "huge"):
+        scales, weights = (4, "in1k") if size == "tiny" else (4 if size == "base" else 5, "in22k")
+        for epochs in (12, 36):
+            assert f"dino-{scales}scale_convnextv2-{size}-{weights}_8xb2-{epochs}e_coco.py" in names
+        crop = 640 if size in ("large", "huge") else 512
+        assert f"mask2former_convnextv2-{size}-{weights}_8xb2-160k_ade20k-{crop}x{crop}.py" in names
+        if size != "huge":
+            for task in ("coco-panoptic", "coco"):
+                assert f"mask2former_convnextv2-{size}-{weights}_8xb2-lsj-50e_{task}.py" in names
+    for size in ("atto", "femto", "pico", "nano", "tiny"):
+        for schedule in ("1x", "ms-640-800-3x"):
+            assert f"retinanet_convnextv2-{size}-in1k_fpn_{schedule}_coco.py" in names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_id)
 def test_config_recipe(path: Path):
     cfg = _config(path)
     backbone = cfg.model.backbone
-    assert cfg.custom_imports == dict(imports=["cvx2_backbone"], allow_failed_imports=False)
+    assert "cvx2_backbone" in cfg.custom_imports.imports and cfg.custom_imports.allow_failed_imports is False
     v2 = path.parent.name == "convnextv2"
     assert backbone.type == ("cvx2_backbone.ConvNeXtV2" if v2 else "cvx2_backbone.ConvNeXt")
     assert backbone.arch in path.name
@@ -89,14 +109,21 @@ def test_config_recipe(path: Path):
     assert weights, f"not an official weight URL: {backbone.init_cfg.checkpoint}"
     assert backbone.arch == next(v for v in weights.groupdict().values() if v)
     assert ("fcmae" in path.name) == bool(weights["v2pt"])
+    assert ("-in22k" in path.name) == ("22k" in backbone.init_cfg.checkpoint)
 
     optim = cfg.optim_wrapper
     assert optim.constructor == "ConvNeXtLayerDecayOptimizerConstructor"
-    assert optim.optimizer.type == "AdamW" and optim.optimizer.weight_decay == 0.05
+    assert optim.optimizer.type == "AdamW"
+    assert optim.optimizer.weight_decay == (1e-4 if path.name.startswith("dino") else 0.05)  # DINO: mmdet's value
     per_gpu = cfg.train_dataloader.batch_size
     assert cfg.auto_scale_lr.base_batch_size == 8 * per_gpu  # the batch the lr was tuned for: 8 GPUs
 
-    if cfg.default_scope == "mmdet":
+    family = _family(path)
+    if family.startswith(QUERY_BASED):
+        _check_query_based_recipe(cfg, path)
+    elif family == "retinanet":
+        _check_retinanet_recipe(cfg, path)
+    elif cfg.default_scope == "mmdet":
         assert optim.paramwise_cfg.decay_type == "layer_wise"
         dims = (cvx2_backbone.V2_ARCHS if v2 else cvx2_backbone.V1_ARCHS)[backbone.arch][1]
         assert list(cfg.model.neck.in_channels) == list(dims)
@@ -115,6 +142,63 @@ def test_config_recipe(path: Path):
         assert cfg.model.decode_head.num_classes == 150
 
 
+def _check_query_based_recipe(cfg: Config, path: Path) -> None:
+    """DINO and Mask2Former: the source's optimizer with block-wise decay 0.9 in place of its 0.1x backbone lr."""
+    optim = cfg.optim_wrapper
+    assert optim.type == "OptimWrapper" and optim.optimizer.lr == 1e-4  # the sources train in fp32
+    assert dict(optim.paramwise_cfg, custom_keys=None) == dict(
+        decay_rate=0.9, decay_type="block_wise", custom_keys=None,
+        **({} if path.name.startswith("dino") else {"norm_decay_mult": 0.0}))
+    assert "backbone" not in optim.paramwise_cfg.get("custom_keys", {})  # no flat multiplier on top of the decay
+    if path.name.startswith("dino"):
+        assert optim.clip_grad.max_norm == 0.1
+        levels = int(path.name[len("dino-")])
+        assert cfg.model.get("num_feature_levels", 4) == levels == cfg.model.neck.num_outs
+        assert len(cfg.model.backbone.out_indices) == levels - 1 if levels == 4 else levels
+        epochs = int(re.search(r"-(\d+)e_", path.name).group(1))
+        assert cfg.train_cfg.max_epochs == epochs and cfg.param_scheduler[-1].end == epochs
+        return
+    assert optim.clip_grad.max_norm == 0.01
+    assert {k: v.decay_mult for k, v in optim.paramwise_cfg.custom_keys.items()} == dict(
+        query_embed=0.0, query_feat=0.0, level_embed=0.0)
+    assert list(cfg.model.backbone.out_indices) == [0, 1, 2, 3]
+    if cfg.default_scope == "mmdet":
+        assert cfg.train_cfg.max_iters == 368750  # 50 epochs at batch 16
+        panoptic = path.name.endswith("coco-panoptic.py")
+        assert cfg.model.panoptic_head.num_stuff_classes == (53 if panoptic else 0)
+        assert cfg.train_dataloader.dataset.type == ("CocoPanopticDataset" if panoptic else "CocoDataset")
+    else:
+        assert cfg.train_cfg.max_iters == 160000 and cfg.param_scheduler[0].type == "PolyLR"
+        crop = int(re.search(r"ade20k-(\d+)x", path.name).group(1))
+        assert cfg.crop_size == (crop, crop) and cfg.model.data_preprocessor.size == (crop, crop)
+        assert cfg.model.decode_head.num_classes == 150
+
+
+def _check_retinanet_recipe(cfg: Config, path: Path) -> None:
+    """RetinaNet: the V2 Mask R-CNN optimizer (layer-wise 0.95) on mmdet's RetinaNet data and schedules."""
+    optim = cfg.optim_wrapper
+    assert optim.optimizer.lr == 1e-4 and optim.paramwise_cfg.decay_type == "layer_wise"
+    assert optim.paramwise_cfg.decay_rate == 0.95
+    assert list(cfg.model.backbone.out_indices) == [1, 2, 3] and cfg.model.neck.num_outs == 5
+    assert cfg.model.neck.start_level == 0 and cfg.model.neck.add_extra_convs == "on_input"
+    multi_scale = "_ms-640-800-3x" in path.name
+    assert cfg.train_cfg.max_epochs == (36 if multi_scale else 12)
+    resize = cfg.train_dataloader.dataset.pipeline[2]
+    assert (resize.type, resize.scale) == (("RandomResize", [(1333, 640), (1333, 800)]) if multi_scale
+                                           else ("Resize", (1333, 800)))
+
+
+def _input_channels(model: torch.nn.Module, family: str) -> list[int]:
+    """The channels each head/neck input layer takes, in backbone output order."""
+    if family == "mask2former":
+        head = getattr(model, "panoptic_head", None) or model.decode_head
+        decoder = head.pixel_decoder  # input_convs top-down for the encoder levels, then lateral_convs
+        return [c.conv.in_channels for c in reversed([*decoder.input_convs, *decoder.lateral_convs])]
+    if family.startswith("dino"):
+        return [c.conv.in_channels for c in model.neck.convs]
+    return [conv.conv.in_channels for conv in model.neck.lateral_convs]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=_id)
 def test_config_builds_model_and_optimizer(path: Path):
     cfg = _config(path)
@@ -123,9 +207,12 @@ def test_config_builds_model_and_optimizer(path: Path):
     assert isinstance(backbone, cvx2_backbone.ConvNeXt)
     assert isinstance(backbone, cvx2_backbone.ConvNeXtV2) == (path.parent.name == "convnextv2")
     # the neck/decode head takes exactly the backbone's outputs
-    if cfg.default_scope == "mmdet":
-        assert [conv.conv.in_channels for conv in model.neck.lateral_convs] == backbone.out_channels
-    else:
+    family = _family(path)
+    if cfg.default_scope == "mmdet" or family == "mask2former":
+        assert _input_channels(model, family) == backbone.out_channels
+    if family.startswith("dino"):  # and the neck adds the one extra (stride 64) level the transformer expects
+        assert len(model.neck.extra_convs) == 1 and model.num_feature_levels == len(backbone.out_channels) + 1
+    elif cfg.default_scope == "mmseg" and family != "mask2former":
         assert model.decode_head.in_channels == backbone.out_channels
         assert model.auxiliary_head.in_channels == backbone.out_channels[2]
     # stochastic depth reaches the configured rate at the last block

@@ -101,9 +101,9 @@ def seg_options(info: dict[str, Any], size: int = IMAGE_SIZE) -> dict[str, Any]:
     return options
 
 
-def run_tool(*args: str, timeout: float = 900) -> str:
+def run_tool(*args: str, timeout: float = 900, threads: int = 2) -> str:
     """Run a tools/ script (or any command) in a fresh interpreter; return its combined output."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args[:3])} ... failed ({proc.returncode}):\n{output[-6000:]}"

@@ -92,9 +92,12 @@ else
 fi
 
 pip_install -q -c "$CONSTRAINTS" -e ".[test]"
-# mmdeploy 1.3.1 declares protobuf<=3.20.2, which onnx >= 1.16 rules out; it runs with current protobuf
-# (docs/deployment.md), so it goes in without its declared dependencies (the one it needs, aenum, is in the extra).
-if ! has mmdeploy "==1.3.1"; then
-  pip_install -q -c "$CONSTRAINTS" --no-deps mmdeploy
-fi
+# Two packages go in without their declared dependencies, because they declare pins this stack cannot meet
+# although their code runs on it:
+# - mmdeploy 1.3.1 declares protobuf<=3.20.2, which onnx >= 1.16 rules out; it runs with current protobuf
+#   (docs/deployment.md); the one dependency it needs, aenum, is in the deploy extra;
+# - panopticapi (COCO panoptic quality; mmdet's CocoPanopticMetric and LoadPanopticAnnotations import it) is not on
+#   PyPI under that name: panopticapi-lite ships its modules unchanged but declares numpy<2 (numpy, pillow and
+#   pycocotools are already here; matplotlib and scikit-image are only used by scripts mmdet never imports).
+pip_install -q --no-deps -c "$CONSTRAINTS" mmdeploy panopticapi-lite
 echo "[setup] done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, timm; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")')"

@@ -1,0 +1,10 @@
+# RetinaNet + FPN, ConvNeXt V2-pico (FCMAE + ImageNet-1K fine-tuned), multi-scale 640-800, 3x (36 epochs), batch 16 (8
+# GPUs x 2).
+_base_ = '../_base_/retinanet_convnextv2_fpn_ms-640-800-3x_coco.py'
+model = dict(
+    backbone=dict(
+        arch='pico',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/convnextv2_pico_1k_224_ema.pt')),
+    neck=dict(in_channels=[128, 256, 512]))
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=5))
