@@ -18,7 +18,9 @@ How a command uses it (``cvx2 export`` and every new command or tool should do t
    ``TypeError`` raised inside becomes a :class:`UsageError`; outside such a block it stays an
    internal error with its traceback (``user_input(KeyError)`` adds other types);
 5. ``require_device(args.device)`` for a ``--device`` option, :class:`Interrupted` (raised on
-   SIGINT and SIGTERM inside ``run_command``) to keep partial results valid before exiting.
+   SIGINT and SIGTERM inside ``run_command``) to keep partial results valid before exiting;
+6. weights given by the user: ``cvx2_backbone.weights.check_fit(model, source, allow_partial=...)``
+   before any work (``--allow-partial`` is the flag's name everywhere); it raises ``CheckpointError``.
 """
 from __future__ import annotations
 
