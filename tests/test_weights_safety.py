@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import re
 import subprocess
@@ -101,6 +102,23 @@ def test_every_refused_global_is_a_safety_refusal_naming_it(tmp_path, monkeypatc
     assert not marker.exists()  # nothing ran
 
 
+class BuildsState:
+    """Pickles as an allowed call (``_codecs.encode``) whose result then gets state: torch refuses the build."""
+
+    def __reduce__(self):
+        return codecs.encode, ("abc", "latin1"), {"attribute": 1}
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_a_refused_build_is_a_safety_refusal_too(tmp_path, monkeypatch, zip_format):
+    monkeypatch.delenv(UNSAFE_PICKLE_ENV, raising=False)
+    path = tmp_path / "model.pth"
+    torch.save({"model": small_backbone().state_dict(), "extra": BuildsState()}, path,
+               _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UnsafeCheckpointError, match=r"a safety refusal, not a corrupt file.*build <class 'bytes'>"):
+        read_checkpoint(path)
+
+
 def test_the_opt_in_loads_a_refused_pickle(tmp_path, monkeypatch):
     path = tmp_path / "model.pth"
     source = small_backbone()
@@ -133,7 +151,7 @@ def test_truncated_files_fail_clearly(tmp_path, kind):
     save_file(state, str(path)) if kind == "safetensors" else torch.save(state, path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=rf"{path.name} is a corrupt or truncated .*download it again") as info:
+    with pytest.raises(CheckpointError, match=rf"{path.name} is a corrupt or truncated .*copy it again") as info:
         read_checkpoint(path)
     assert not isinstance(info.value, UnsafeCheckpointError) and "safety" not in str(info.value)
 

@@ -30,6 +30,7 @@ _BOOKKEEPING_NAMES = frozenset({
     "argparse.Namespace", "builtins.getattr", "builtins.bytes", "builtins.set", "builtins.frozenset",
     "builtins.slice", "_codecs.encode", "collections.defaultdict",
 })
+_GET_A_COPY = "it was cut short or damaged while being saved, copied or downloaded: download or copy it again"
 # torch's weights-only unpickler refuses a global in two wordings (torch/_weights_only_unpickler.py), naming it
 # without its 'builtins.' prefix in the first; these and its refusals to call or build an object are safety
 # refusals, every other UnpicklingError (e.g. "Unsupported operand") means a corrupt file.
@@ -135,7 +136,7 @@ def _read_safetensors(path: Path) -> FileContents:
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path} is a corrupt or truncated safetensors file ({err}); download it again") from err
+        raise CheckpointError(f"{path} is a corrupt or truncated safetensors file ({err}); {_GET_A_COPY}") from err
     return FileContents(tensors, "safetensors", metadata=metadata)
 
 
@@ -183,7 +184,7 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
 
 def _corrupt(path: Path, err: BaseException) -> CheckpointError:
     return CheckpointError(f"{path} is a corrupt or truncated torch checkpoint ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else 'no details'}); download it again")
+                           f"{str(err).splitlines()[0] if str(err) else 'no details'}); {_GET_A_COPY}")
 
 
 def _listed_unsafe_globals(path: Path) -> list[str]:
