@@ -431,7 +431,8 @@ class ConvNeXt(BaseModule):
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"frozen_stages must be in -1..{num_stages} (0 or -1 freezes nothing), got {frozen_stages}")
+            raise ValueError(f"frozen_stages must be in -1..{num_stages} (0 or -1 freezes nothing), "
+                             f"got {frozen_stages}")
         self.arch = arch
         self.in_channels = in_channels
         self.patch_size = patch_size

@@ -94,7 +94,8 @@ CASES = [
     ("cvx2", [LR, str(DET_CONFIG), "--cfg-options", "optim_wrapper.paramwise_cfg.num_layers=2"],
      r"num_layers=2 is too small .*Use num_layers >= 5"),
     ("cvx2", [LR, "{root}/nope.py"], r"config file '.*nope.py' does not exist; configs live under configs/"),
-    ("cvx2", [LR, str(ROOT / "setup.py")], r"cannot read .*setup.py as an mmengine config \(RuntimeError: no details\)"),
+    ("cvx2", [LR, str(ROOT / "setup.py")],
+     r"cannot read .*setup.py as an mmengine config \(RuntimeError: no details\)"),
     ("cvx2", ["bench", "--sizes", "small"], r"unknown size 'small' in --sizes; choose from atto, femto"),
     ("cvx2", ["extract", "{root}/image.png", "-o", "{root}/feats", "--device", "cuda"],
      r"--device cuda: CUDA is not available on this machine.*use --device cpu"),
@@ -105,14 +106,16 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("entry,argv,message", CASES, ids=[f"{c[0]} {' '.join(c[1][:2])}" for c in CASES])
+@pytest.mark.parametrize("entry,argv,message", CASES,
+                         ids=[" ".join([entry, *(Path(a).name for a in argv[:3])]) for entry, argv, _ in CASES])
 def test_user_mistakes_exit_2_with_one_message_and_no_traceback(files, capsys, monkeypatch, entry, argv, message):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
     code, output = run_entry(entry, [a.format(root=files) for a in argv], capsys)
     assert code == 2, output[-3000:]
     assert re.search(message, output, re.DOTALL), output[-3000:]
     assert "Traceback" not in output
-    error_lines = [line for line in output.splitlines() if re.match(rf"^{re.escape(entry.split()[0])}.*: error: ", line)]
+    prog = re.escape(entry)
+    error_lines = [line for line in output.splitlines() if re.match(rf"^{prog}( [\w-]+)?: error: ", line)]
     assert len(error_lines) == 1, output[-3000:]
     assert not (files / "pwned").exists()  # the refused pickle never ran
 
