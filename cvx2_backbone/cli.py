@@ -2,7 +2,9 @@
 
 Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``
 and imports its heavy dependencies (mmdet, mmseg, transformers) inside ``run``, so ``cvx2 --help``
-stays fast.
+stays fast. Commands raise ``cvx2_backbone.usage.UsageError`` for user mistakes; ``main`` runs them
+in the package's error style (exit 2 with one message, tracebacks only for internal errors or
+with ``--debug``: see ``cvx2_backbone.usage``).
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import argparse
 import importlib
 import sys
 from typing import Sequence
+
+from .usage import HelpFormatter, add_debug_argument, run_command
 
 COMMANDS = ("extract", "classify", "info", "convert", "lr-groups", "bench", "demo")
 
@@ -24,15 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = _module(name)
         command = sub.add_parser(name, help=module.HELP, description=module.HELP,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
         module.add_arguments(command)
+        add_debug_argument(command)
         command.set_defaults(_run=module.run)
     return parser
 
 
+def command_main(name: str, prog: str, argv: Sequence[str] | None = None) -> int:
+    """One subcommand as a program of its own (tools/convert_checkpoint.py, tools/benchmark.py), same error style."""
+    module = _module(name)
+    parser = argparse.ArgumentParser(prog=prog, description=module.HELP, formatter_class=HelpFormatter)
+    module.add_arguments(parser)
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
+    return run_command(lambda: module.run(args), prog=prog, debug=args.debug)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    return run_command(lambda: args._run(args), prog=f"cvx2 {args.command}", debug=args.debug)
 
 
 if __name__ == "__main__":

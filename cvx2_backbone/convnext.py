@@ -73,6 +73,10 @@ class _SpatialL2Norm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, dtype: torch.dtype) -> Tensor:
         n, h, w, c = x.shape
+        if x.numel() == 0:  # an empty batch: no rows to sum (and no block size to divide by)
+            norm = x.new_zeros((n, c), dtype=dtype)
+            ctx.save_for_backward(x, norm)
+            return norm
         rows = x.reshape(n, h * w, c)
         block = max(1, min(h * w, _SpatialL2Norm.block_bytes // (n * c * torch.finfo(dtype).bits // 8)))
         parts = rows.split(block, dim=1)
@@ -303,7 +307,7 @@ class Block(nn.Module):
         w2, b2 = self._folded_pwconv2()
         weights = (w1, b1, w2, b2.to(dtype))
         n, h, w, c = y.shape
-        if n == 1 or h * w < c:
+        if n <= 1 or h * w < c:  # n == 0: an empty batch
             out = self._onednn_mlp(y, shortcut, weights)
         else:  # image by image: GRN's scale folds into pwconv2, and the 4x-wide tensor stays small and reused
             out = torch.cat([self._onednn_mlp(y[i:i + 1], shortcut[i:i + 1], weights) for i in range(n)])
@@ -355,6 +359,10 @@ def _parse_arch(arch: str | Mapping[str, Any], presets: Mapping[str, tuple], kin
         raise ValueError(f"malformed arch dict {dict(arch)}: it needs exactly the keys 'depths' and 'dims'"
                          + (f"; missing {sorted(missing)}" if missing else "")
                          + (f"; unexpected {sorted(extra)}" if extra else ""))
+    for name in ("depths", "dims"):
+        if isinstance(arch[name], (str, bytes)) or not isinstance(arch[name], Sequence):
+            raise ValueError(f"malformed arch dict: {name} must be a list of positive ints (one per stage), got "
+                             f"{arch[name]!r}; e.g. dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768])")
     depths, dims = list(arch["depths"]), list(arch["dims"])
     if not depths or len(depths) != len(dims):
         raise ValueError(f"malformed arch dict: depths {depths} and dims {dims} must be non-empty and of equal length "
@@ -417,12 +425,14 @@ class ConvNeXt(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.depths, self.dims = _parse_arch(arch, self.arch_zoo, type(self).__name__)
         num_stages = len(self.depths)
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        for name, value in (("in_channels", in_channels), ("patch_size", patch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"frozen_stages must be in -1..{num_stages} (0 or -1 freezes nothing), got {frozen_stages}")
+            raise ValueError(f"frozen_stages must be in -1..{num_stages} (0 or -1 freezes nothing), "
+                             f"got {frozen_stages}")
         self.arch = arch
         self.in_channels = in_channels
         self.patch_size = patch_size
@@ -499,7 +509,8 @@ class ConvNeXt(BaseModule):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
             from .weights import load_pretrained
-            load_pretrained(self, cfg["checkpoint"], prefix=cfg.get("prefix"))
+            load_pretrained(self, cfg["checkpoint"], prefix=cfg.get("prefix"),
+                            allow_partial=bool(cfg.get("allow_partial", False)))
             self._is_init = True
             return
         super().init_weights()
@@ -532,6 +543,14 @@ class ConvNeXt(BaseModule):
         if x.dim() != 4:
             raise ValueError(f"{type(self).__name__} expects a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}; "
                              "add a batch dimension with x[None] for a single image")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__} expects normalised floating-point pixels, got a {x.dtype} tensor; "
+                            "convert raw images with (x.float() / 255 - mean) / std, or let FeatureExtractor do it")
+        weight = self.downsample_layers[0][0].weight
+        autocast = x.device.type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(x.device.type)
+        if x.dtype != weight.dtype and not autocast:
+            raise TypeError(f"input is {x.dtype} but the backbone's weights are {weight.dtype}; convert one to the "
+                            f"other (x.to({weight.dtype}) or model.to({x.dtype})), or run under torch.autocast")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"input has {x.shape[1]} channels but the backbone was built with in_channels="
                              f"{self.in_channels} (shape {tuple(x.shape)}); convert the images or set in_channels")

@@ -3,13 +3,17 @@
 With no download and no dataset, ``run_demo`` writes a synthetic COCO instance-segmentation set,
 builds its config in code from mmdet's own ``mask-rcnn_r50_fpn`` model (backbone swapped, widths
 slimmed for a CPU), trains it with mmengine's Runner, scores COCO box/mask AP with mmdet's
-CocoMetric and draws what it learned. The written ``config.py`` runs under ``tools/train.py`` too.
+CocoMetric and draws what it learned. The written ``config.py`` runs under ``tools/train.py`` and
+``tools/test.py`` too. A run never replaces an earlier run's outputs: see :func:`prepare_output`.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +25,10 @@ if TYPE_CHECKING:
     from mmengine.config import Config
 
 BASE_MODEL = "mmdet::_base_/models/mask-rcnn_r50_fpn.py"
+MARKER = ".cvx2-demo"  # written first: the folder holds a demo run (complete once metrics.json is there)
+OUTPUTS = ("data", "config.py", "detector.pth", "metrics.json", "run.log", "predictions.png", "loss_curve.png",
+           "feature_pyramid.png")
+_RUNNER_LOGS = re.compile(r"^\d{8}_\d{6}$")  # mmengine's per-run log folders in the work dir
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,52 @@ class DemoSettings:
 
 
 QUICK = DemoSettings(num_train=64, num_val=12, iters=100)
+DEFAULT_OUTPUT = "work_dirs/demo"
+QUICK_OUTPUT = "work_dirs/demo-quick"
+
+
+def _is_demo_run(folder: Path) -> bool:
+    """The folder holds a run of this demo: its marker, or (runs from before the marker) its metrics file."""
+    if (folder / MARKER).exists():
+        return True
+    try:
+        return "settings" in json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _outputs_in(folder: Path) -> list[str]:
+    return [name for name in OUTPUTS if (folder / name).exists()]
+
+
+def prepare_output(output: str | Path, overwrite: bool = False) -> tuple[Path, str | None]:
+    """The folder this run writes to, and a note for the user when it is not ``output`` as it was.
+
+    An earlier demo run in ``output`` is kept: the run goes to the first free ``<output>-2``,
+    ``<output>-3``, ... unless ``overwrite``, which deletes the earlier run's files first. A folder
+    holding files of those names that are no demo run's is never touched: that is an error.
+    """
+    from .usage import UsageError
+
+    output = Path(output).resolve()
+    found = _outputs_in(output)
+    if not found:
+        return output, None
+    if not _is_demo_run(output):
+        raise UsageError(f"{output} holds {', '.join(found)}, which are not from a demo run and which the demo would "
+                         "overwrite; choose another folder with -o")
+    state = "a complete" if (output / "metrics.json").exists() else "an unfinished"
+    if overwrite:
+        for name in found + [MARKER] + [p.name for p in output.iterdir() if _RUNNER_LOGS.match(p.name)]:
+            path = output / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return output, f"replacing {state} earlier demo run in {output} (--overwrite)"
+    for number in itertools.count(2):
+        candidate = output.with_name(f"{output.name}-{number}")
+        if not _outputs_in(candidate):
+            return candidate, (f"{output} holds {state} earlier demo run, kept: this run writes to {candidate} "
+                               "(--overwrite replaces the earlier run instead)")
+    raise AssertionError("unreachable")
 
 
 def build_config(data: dict[str, Any], settings: DemoSettings, work_dir: Path) -> "Config":
@@ -98,6 +152,11 @@ def build_config(data: dict[str, Any], settings: DemoSettings, work_dir: Path) -
                             sampler=dict(type="DefaultSampler", shuffle=False),
                             dataset=dataset("val", test_pipeline, True)),
         val_evaluator=dict(type="CocoMetric", ann_file=data["val_ann_path"], metric=["bbox", "segm"]),
+        test_dataloader=dict(batch_size=2, num_workers=0, persistent_workers=False, drop_last=False,
+                             sampler=dict(type="DefaultSampler", shuffle=False),
+                             dataset=dataset("val", test_pipeline, True)),  # tools/test.py evaluates the val set
+        test_evaluator=dict(type="CocoMetric", ann_file=data["val_ann_path"], metric=["bbox", "segm"]),
+        test_cfg=dict(type="TestLoop"),
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=settings.iters, val_interval=settings.iters,
                        val_begin=settings.iters + 1),  # validation runs once, after training, from run_demo
         val_cfg=dict(type="ValLoop"),
@@ -173,19 +232,23 @@ class DemoResult:
         return self.metrics["coco/segm_mAP"]
 
 
-def run_demo(output: str | Path = "work_dirs/demo", settings: DemoSettings = DemoSettings(),
-             echo: Callable[[str], None] = print) -> DemoResult:
-    """Generate the data, train, evaluate and draw; everything goes under ``output``.
+def run_demo(output: str | Path = DEFAULT_OUTPUT, settings: DemoSettings = DemoSettings(),
+             echo: Callable[[str], None] = print, overwrite: bool = False) -> DemoResult:
+    """Generate the data, train, evaluate and draw; everything goes under ``output`` (or, when that holds
+    an earlier run and ``overwrite`` is off, under the next free ``<output>-N``: see :func:`prepare_output`).
 
     Runs on ``settings.threads`` CPU threads (default half the cores): the detector's many small
     operations gain little from more threads, and lose badly when the cores are busy.
     """
     import torch
 
+    folder, note = prepare_output(output, overwrite)
+    if note:
+        echo(note)
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        return _run(Path(output).resolve(), settings, echo)
+        return _run(folder, settings, echo)
     finally:
         torch.set_num_threads(threads)
 
@@ -197,8 +260,11 @@ def _run(output: Path, settings: DemoSettings, echo: Callable[[str], None]) -> D
 
     from .datasets import make_coco_shapes
 
+    from .files import atomic_path, write_atomic
+
     start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
+    write_atomic(output / MARKER, json.dumps({"settings": asdict(settings)}).encode())
     echo(f"1/4 synthetic COCO data: {settings.num_train} train + {settings.num_val} val images of "
          f"{settings.image_size}px -> {output / 'data'}")
     data = make_coco_shapes(output / "data", num_train=settings.num_train, num_val=settings.num_val,
@@ -213,8 +279,8 @@ def _run(output: Path, settings: DemoSettings, echo: Callable[[str], None]) -> D
     with open(output / "run.log", "w") as log, contextlib.redirect_stdout(log):  # pycocotools' chatter
         runner.train()  # the progress bars go to stderr
     train_seconds = time.perf_counter() - start
-    torch.save({"meta": {"demo_settings": asdict(settings)}, "state_dict": runner.model.state_dict()},
-               output / "detector.pth")
+    with atomic_path(output / "detector.pth") as tmp:
+        torch.save({"meta": {"demo_settings": asdict(settings)}, "state_dict": runner.model.state_dict()}, tmp)
 
     echo("3/4 COCO evaluation (mmdet CocoMetric)")
     with open(output / "run.log", "a") as log, contextlib.redirect_stdout(log):
@@ -229,9 +295,9 @@ def _run(output: Path, settings: DemoSettings, echo: Callable[[str], None]) -> D
         "metrics": output / "metrics.json",
     }
     result = DemoResult(metrics, train_seconds, time.perf_counter() - start, files)
-    (output / "metrics.json").write_text(json.dumps(
+    write_atomic(output / "metrics.json", json.dumps(
         {"metrics": metrics, "train_seconds": round(train_seconds, 1),
-         "total_seconds": round(result.total_seconds, 1), "settings": asdict(settings)}, indent=2))
+         "total_seconds": round(result.total_seconds, 1), "settings": asdict(settings)}, indent=2).encode())
     return result
 
 

@@ -36,7 +36,11 @@ def parse_preset(name: str) -> tuple[type[ConvNeXt], str]:
     match = _PRESET.match(name.strip().lower()) if isinstance(name, str) else None
     cls = (ConvNeXtV2 if match.group(1) else ConvNeXt) if match else None
     if cls is None or match.group(2) not in cls.arch_zoo:
-        raise ValueError(f"unknown model preset {name!r}; use one of " + ", ".join(preset_names()))
+        size = str(name).strip().lower()
+        guesses = [p for p in preset_names() if p.endswith(f"_{size}")]
+        hint = f"did you mean {' or '.join(guesses)}? " if guesses else ""
+        raise ValueError(f"unknown model preset {name!r}; {hint}presets are convnextv2_<size> or convnext_<size>: "
+                         + ", ".join(preset_names()))
     return cls, match.group(2)
 
 
@@ -232,6 +236,8 @@ class FeatureExtractor(nn.Module):
         shortest_edge: resize every image (bicubic, antialiased) so its short side has this many
             pixels, keeping the aspect ratio; None feeds images at their own size.
         size_divisor: pad images to a multiple of this (default: the largest output stride).
+        allow_partial: accept weights with missing or unexpected backbone tensors (listed in the
+            load report); without it they are an error.
 
     GRN pools over the whole (padded) canvas, so an image's features depend a little on how much
     padding it gets: images of one size batch exactly; in a mixed-size batch the smaller ones differ
@@ -248,19 +254,25 @@ class FeatureExtractor(nn.Module):
         fpn: bool | int | Mapping[str, Any] | None = False,
         shortest_edge: int | None = None,
         size_divisor: int | None = None,
+        allow_partial: bool = False,
     ) -> None:
         super().__init__()
         checkpoint = None
         if weights is not None:
             from .weights import read_checkpoint
             checkpoint = read_checkpoint(weights)
-        self.backbone = self._build_backbone(model, checkpoint, out_features, out_indices, weights)
+        self.backbone = self._build_backbone(model, checkpoint, out_features, out_indices, weights, allow_partial)
         self.name = model_name(self.backbone)
         fpn_cfg = _fpn_config(fpn)
         if fpn_cfg is not None and "stem" in self.backbone.out_features:
             raise ValueError("the FPN is built over stages; drop 'stem' from out_features when fpn is on")
         if fpn_cfg is not None and checkpoint is not None:
-            fpn_cfg.setdefault("out_channels", _fpn_width(checkpoint.neck) or 256)
+            trained = _fpn_width(checkpoint.neck)
+            asked = fpn_cfg.setdefault("out_channels", trained or 256)
+            if trained and asked != trained:
+                raise ValueError(f"the FPN in {weights} has {trained} channels but {asked} were asked for "
+                                 f"(fpn={fpn!r}); ask for {trained} (--fpn {trained}, or fpn=True) to use the trained "
+                                 "FPN, or use weights without a neck for a new one")
         self.neck = FPN(self.backbone.out_channels, **fpn_cfg) if fpn_cfg is not None else None
         if self.neck is not None:
             self._load_neck(checkpoint.neck if checkpoint is not None else None, weights)
@@ -282,7 +294,7 @@ class FeatureExtractor(nn.Module):
         self.eval()
 
     @staticmethod
-    def _build_backbone(model, checkpoint, out_features, out_indices, weights) -> ConvNeXt:
+    def _build_backbone(model, checkpoint, out_features, out_indices, weights, allow_partial) -> ConvNeXt:
         if isinstance(model, ConvNeXt):
             if out_features is not None or out_indices is not None:
                 raise ValueError("choose outputs when building the backbone, not with a ready-made model")
@@ -297,7 +309,7 @@ class FeatureExtractor(nn.Module):
                 kwargs = {"arch": arch}
             backbone = cls(out_features=out_features, out_indices=out_indices, **kwargs)
         if checkpoint is not None:
-            checkpoint.load_into(backbone, source=weights)
+            checkpoint.load_into(backbone, source=weights, allow_partial=allow_partial)
         return backbone
 
     def _load_neck(self, neck_state: Mapping[str, Tensor] | None, weights) -> None:

@@ -30,6 +30,13 @@ def _normalise_indices(out_indices: Sequence[int] | int, num_stages: int) -> lis
                 f"{num_stages} stages; valid values are 0..{num_stages - 1} (stage1..stage{num_stages}) "
                 f"or -{num_stages}..-1. The stem has no index: select it with out_features=['stem', ...]")
         indices.append(index % num_stages)
+    for position, index in enumerate(indices):
+        first = indices.index(index)
+        if first < position:
+            given = list(out_indices)
+            raise ValueError(
+                f"out_indices {given!r}: {given[first]} and {given[position]} both select stage{index + 1} "
+                f"(negative indices count from the end: -1 is stage{num_stages}); list each stage once")
     return indices
 
 

@@ -128,9 +128,10 @@ def test_stem_output_is_the_stem():
     (dict(out_features=[]), "empty"),
     (dict(out_indices=[4]), "out of range"),
     (dict(out_indices=[-5]), "out of range"),
-    (dict(out_indices=[0, 0]), "duplicates"),
+    (dict(out_indices=[0, 0]), r"\[0, 0\]: 0 and 0 both select stage1"),
     (dict(out_indices=[3, 1]), "network order"),
-    (dict(out_indices=[0, -4]), "duplicates"),
+    (dict(out_indices=[0, -4]), r"\[0, -4\]: 0 and -4 both select stage1 \(negative indices count from the end"),
+    (dict(out_indices=(3, -1)), r"\[3, -1\]: 3 and -1 both select stage4"),
     (dict(out_indices=["1"]), "must contain ints"),
     (dict(out_indices=[0, 1], out_features=["stage1", "stage3"]), "do not name the same"),
     (dict(out_indices=[0], out_features=["stem"]), "do not name the same"),
@@ -159,6 +160,33 @@ def test_non_tensor_input():
         ConvNeXtV2(TINY)([[1.0]])
 
 
+@pytest.mark.parametrize("dtype,message", [
+    (torch.uint8, r"expects normalised floating-point pixels, got a torch.uint8 tensor.*FeatureExtractor"),
+    (torch.float64, r"input is torch.float64 but the backbone's weights are torch.float32.*x.to\(torch.float32\)"),
+])
+def test_input_dtype_errors_name_the_fix(dtype, message):
+    with pytest.raises(TypeError, match=message):
+        ConvNeXtV2(TINY)(torch.zeros(1, 3, 64, 64, dtype=dtype))
+    model = ConvNeXtV2(TINY).to(torch.float64).eval()  # a float64 model takes float64 input
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64, dtype=torch.float64))[0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("cls", [ConvNeXtV2, ConvNeXt])
+@pytest.mark.parametrize("mode", ["train", "eval", "inference"])
+def test_empty_batch_gives_empty_maps(cls, mode):
+    """As timm's models do: N=0 in, N=0 maps of the right channels and sizes out (and a backward pass in training)."""
+    model = cls(arch="atto").train(mode == "train")
+    x = torch.randn(0, 3, 64, 96)
+    with torch.inference_mode(mode == "inference"):
+        outputs = model(x)
+    assert [tuple(o.shape) for o in outputs] == [(0, c, 64 // s, 96 // s)
+                                                 for c, s in zip(model.out_channels, model.out_strides)]
+    if mode == "train":
+        sum(o.sum() for o in outputs).backward()
+        assert all(p.grad is not None and not p.grad.any() for p in model.parameters() if p.requires_grad)
+
+
 @pytest.mark.parametrize("arch,message", [
     ("gigantic", "unknown ConvNeXtV2 arch 'gigantic'; choose one of"),
     ("small", "unknown ConvNeXtV2 arch 'small'"),  # V1 only
@@ -167,6 +195,8 @@ def test_non_tensor_input():
     (dict(depths=[1, 1], dims=[8]), "equal length"),
     (dict(depths=[1, 0], dims=[8, 16]), "positive ints"),
     (dict(depths=[], dims=[]), "non-empty"),
+    (dict(depths=[1, 1], dims="96"), "dims must be a list of positive ints .*got '96'"),
+    (dict(depths=3, dims=[8]), "depths must be a list of positive ints .*got 3"),
     (3, "preset name or dict"),
 ])
 def test_bad_arch(arch, message):
@@ -179,6 +209,7 @@ def test_bad_arch(arch, message):
     (dict(frozen_stages=5), "frozen_stages"),
     (dict(drop_path_rate=1.0), "drop_path_rate"),
     (dict(in_channels=0), "in_channels"),
+    (dict(patch_size=0), "patch_size must be a positive int, got 0"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +20,8 @@ from cvx2_backbone.commands.classify import Classifier, classifier_input
 from cvx2_backbone.commands.extract import load_features
 from cvx2_backbone.commands.info import describe
 from cvx2_backbone.visualize import LABEL_HEIGHT, TILE_GAP
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The paper's ImageNet-1K classifier sizes (millions of parameters, GFLOPs as MACs at 224).
 PAPER = {
@@ -84,7 +92,7 @@ def test_extract_interrupt_keeps_finished_files_and_resumes(image_folder, tmp_pa
     monkeypatch.setattr(extract, "encode_features", interrupted_on_second_image)
     out = tmp_path / "out"
     assert main(["extract", str(image_folder), "-o", str(out), "--batch-size", "1"]) == 130
-    assert "interrupted: 1 images written" in capsys.readouterr().out
+    assert "interrupted by SIGINT: 1 images written" in capsys.readouterr().out
     first = [p for p in out.rglob("*") if p.is_file()]
     assert len(first) == 1 and load_features(first[0])[1]["outputs"]  # complete and readable
     monkeypatch.setattr(extract, "encode_features", encode)
@@ -137,17 +145,17 @@ def test_extract_viz_picture_has_the_documented_layout(image_folder, tmp_path):
 
 def test_extract_usage_errors(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
-    assert "no such file or folder" in capsys.readouterr().out
+    assert "no such file or folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["extract", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
-    assert "no images" in capsys.readouterr().out
+    assert "no images" in capsys.readouterr().err
     save_image(tmp_path / "x" / "same.png", 40, 40, 0)
     save_image(tmp_path / "x" / "same.jpg", 40, 40, 1)
     assert main(["extract", str(tmp_path / "x"), "-o", str(tmp_path / "o")]) == 2
-    assert "would both write" in capsys.readouterr().out
+    assert "would both write" in capsys.readouterr().err
     assert main(["extract", str(tmp_path / "x" / "same.png"), "-o", str(tmp_path / "o"),
                  "--out-features", "stage9"]) == 2
-    assert "unknown name" in capsys.readouterr().out
+    assert "unknown name" in capsys.readouterr().err
 
 
 def test_info_matches_the_paper():
@@ -200,4 +208,50 @@ def test_classify_refuses_backbone_only_weights(tmp_path, capsys):
     torch.save(ConvNeXtV2(arch=dict(depths=[1, 1, 1, 1], dims=[8, 16, 32, 64])).state_dict(), weights)
     save_image(tmp_path / "x.png", 40, 40, 0)
     assert main(["classify", str(tmp_path / "x.png"), "--weights", str(weights)]) == 2
-    assert "no classification head" in capsys.readouterr().out
+    assert "no classification head" in capsys.readouterr().err
+
+
+def test_extract_sigterm_stops_cleanly_and_a_rerun_continues(tmp_path, capsys):
+    """A real process and a real SIGTERM: a message and exit 143, only whole files written, the rerun completes."""
+    folder, out = tmp_path / "images", tmp_path / "features"
+    count = 30
+    for index in range(count):
+        save_image(folder / f"{index:03d}.png", 320, 320, index)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "cvx2_backbone.cli", "extract", str(folder), "-o", str(out),
+                             "--batch-size", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*.safetensors"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stdout + stderr
+    written = sorted(out.glob("*.safetensors"))
+    assert f"interrupted by SIGTERM: {len(written)} images written" in stdout and "Traceback" not in stderr
+    assert 2 <= len(written) < count and not list(out.glob(".*"))  # no temporary files left
+    for path in written:
+        assert load_features(path)[1]["outputs"] == ["stage1", "stage2", "stage3", "stage4"]  # each one whole
+
+    assert main(["extract", str(folder), "-o", str(out), "--batch-size", "8"]) == 0
+    assert f"{len(written)} of {count} images already have outputs" in capsys.readouterr().out
+    assert len(list(out.glob("*.safetensors"))) == count
+
+
+def test_extract_removes_stale_temporaries_and_never_reads_its_output(tmp_path, capsys):
+    folder = tmp_path / "images"
+    save_image(folder / "a.png", 64, 64, 0)
+    save_image(folder / "sub" / "b.png", 64, 64, 1)
+    out = folder / "feats"  # inside the input folder
+    out.mkdir()
+    stale = out / ".a.safetensors.tmp4194999"  # a killed run's (no such process)
+    stale.write_bytes(b"half a file")
+    live = out / f".b.safetensors.tmp{os.getppid()}"  # another running process's: not touched
+    live.write_bytes(b"being written")
+    for _ in range(2):
+        assert main(["extract", str(folder), "-o", str(out), "--viz"]) == 0
+    printed = capsys.readouterr().out
+    assert "removed 1 temporary file(s) that an interrupted run left" in printed
+    assert "2 of 2 images already have outputs" in printed  # the second run: its own pictures are no input
+    assert not stale.exists() and live.exists()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p != live) == [
+        "a.pyramid.png", "a.safetensors", "sub/b.pyramid.png", "sub/b.safetensors"]

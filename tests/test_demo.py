@@ -75,3 +75,61 @@ def test_full_demo_learns_the_shapes(tmp_path):
     assert main(["demo", "-o", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["coco/bbox_mAP"] > 0.5 and metrics["coco/segm_mAP"] > 0.5
+
+
+def _fake_run(folder, complete=True):
+    """An earlier demo run's files (what run_demo writes, in miniature)."""
+    from cvx2_backbone.demo import MARKER
+
+    (folder / "data" / "train2017").mkdir(parents=True)
+    (folder / "data" / "train2017" / "000000.jpg").write_bytes(b"jpeg")
+    (folder / MARKER).write_text("{}")
+    (folder / "config.py").write_text("# config")
+    (folder / "20261121_101010").mkdir()  # mmengine's log folder of that run
+    if complete:
+        (folder / "metrics.json").write_text(json.dumps({"metrics": {}, "settings": {"iters": 300}}))
+
+
+def test_demo_keeps_earlier_runs_or_replaces_them_only_when_asked(tmp_path):
+    from cvx2_backbone.demo import prepare_output
+    from cvx2_backbone.usage import UsageError
+
+    out = tmp_path / "demo"
+    assert prepare_output(out) == (out, None)  # nothing there yet
+    _fake_run(out)
+    folder, note = prepare_output(out)
+    assert folder == tmp_path / "demo-2" and "holds a complete earlier demo run, kept" in note
+    assert (out / "metrics.json").exists() and (out / "data" / "train2017" / "000000.jpg").exists()
+    _fake_run(tmp_path / "demo-2", complete=False)
+    folder, note = prepare_output(out)
+    assert folder == tmp_path / "demo-3"
+    assert "an unfinished earlier demo run" in prepare_output(tmp_path / "demo-2")[1]
+
+    (out / "mine.txt").write_text("not the demo's")
+    folder, note = prepare_output(out, overwrite=True)
+    assert folder == out and "replacing a complete earlier demo run" in note
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]  # only the demo's own files went
+
+    other = tmp_path / "project"
+    other.mkdir()
+    (other / "config.py").write_text("# someone's config")
+    with pytest.raises(UsageError, match="not from a demo run"):
+        prepare_output(other, overwrite=True)
+    assert (other / "config.py").exists()
+
+
+def test_quick_demo_writes_to_its_own_folder(monkeypatch, tmp_path):
+    from cvx2_backbone import demo
+    from cvx2_backbone.demo import DEFAULT_OUTPUT, QUICK_OUTPUT, DemoResult
+
+    chosen = []
+
+    def record(output, settings, overwrite=False):
+        chosen.append((output, settings.iters, overwrite))
+        metrics = {"coco/bbox_mAP": 0.5, "coco/segm_mAP": 0.5, "coco/bbox_mAP_50": 0.9, "coco/segm_mAP_50": 0.9}
+        return DemoResult(metrics, 1.0, 2.0)
+
+    monkeypatch.setattr(demo, "run_demo", record)
+    assert main(["demo", "--quick"]) == 0 and main(["demo", "--overwrite"]) == 0
+    assert chosen == [(QUICK_OUTPUT, QUICK.iters, False), (DEFAULT_OUTPUT, DemoSettings().iters, True)]
+    assert QUICK_OUTPUT != DEFAULT_OUTPUT

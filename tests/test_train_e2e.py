@@ -131,19 +131,23 @@ def ade(tmp_path_factory) -> dict[str, Any]:
     return make_ade_shapes(tmp_path_factory.mktemp("ade"), num_train=4, num_val=2, image_size=IMAGE_SIZE)
 
 
-def test_mask_rcnn_trains_resumes_and_reports_coco_ap(coco, tmp_path):
+def test_mask_rcnn_trains_resumes_past_a_truncated_checkpoint_and_reports_coco_ap(coco, tmp_path):
     work = tmp_path / "work"
-    options = det_options(coco)
+    options = {**det_options(coco), "train_cfg.max_epochs": 2}
     train = [sys.executable, "tools/train.py", str(DET_CONFIG), "--work-dir", str(work)]
-    run_tool(*train, *as_cli({**options, "train_cfg.max_epochs": 1}))
-    first = work / "epoch_1.pth"
+    run_tool(*train, *as_cli(options))
+    first, latest = work / "epoch_1.pth", work / "epoch_2.pth"
     assert _meta(first)["epoch"] == 1 and _meta(first)["iter"] == 2  # 4 images, batch 2
+    assert (work / "last_checkpoint").read_text().strip() == str(latest)
     first_bytes = first.read_bytes()
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # killed while saving epoch 2
 
-    output = run_tool(*train, "--resume", *as_cli({**options, "train_cfg.max_epochs": 2}))
+    output = run_tool(*train, "--resume", *as_cli(options))
+    assert f"the checkpoint {latest} cannot be used (truncated or corrupt" in output
+    assert f"resuming from {first}, the newest one that loads" in output
     assert "resumed epoch: 1, iter: 2" in output
     assert "Epoch(train) [1]" not in output and "Epoch(train) [2]" in output
-    assert _meta(work / "epoch_2.pth")["iter"] == 4
+    assert _meta(latest)["iter"] == 4  # epoch 2 trained again and saved whole
     assert first.read_bytes() == first_bytes  # continued, not restarted
 
     out_file = tmp_path / "results.pkl"
@@ -289,7 +293,7 @@ def test_bfloat16_autocast_wrapper_runs_convnext_v2_without_nan():
 
 
 def test_train_arguments(tmp_path):
-    from cvx2_backbone.engine.config import apply_train_args
+    from cvx2_backbone.engine.config import ConfigError, apply_train_args
 
     cfg = load_config(DET_CONFIG, {"optim_wrapper.type": "OptimWrapper"})
     apply_train_args(cfg, amp=True, auto_scale_lr=True, resume="auto")
@@ -302,8 +306,12 @@ def test_train_arguments(tmp_path):
     assert cfg.load_from == str(checkpoint)
     with pytest.raises(FileNotFoundError, match="--resume"):
         apply_train_args(cfg, resume=str(tmp_path / "missing.pth"))
-    with pytest.raises(RuntimeError, match="auto_scale_lr"):
+    with pytest.raises(ConfigError, match="auto_scale_lr"):
         apply_train_args(load_config(DET_CONFIG, {"auto_scale_lr": None}), auto_scale_lr=True)
+    apply_train_args(cfg, load_from=str(checkpoint))
+    assert cfg.load_from == str(checkpoint) and cfg.resume is False
+    with pytest.raises(ConfigError, match="exclude each other"):
+        apply_train_args(cfg, resume="auto", load_from=str(checkpoint))
 
 
 def test_config_errors_name_the_fix(tmp_path):

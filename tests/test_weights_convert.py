@@ -1,7 +1,6 @@
 """`cvx2 convert` and tools/convert_checkpoint.py write clean checkpoints that load back."""
 from __future__ import annotations
 
-import argparse
 import json
 import runpy
 import sys
@@ -11,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from cvx2_backbone.commands import convert
+from cvx2_backbone.cli import main
 from cvx2_backbone.weights import load_pretrained
 from test_weights_support import assert_same_outputs, fresh_like, image, small_backbone
 
@@ -19,9 +18,7 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_checkpoint.py"
 
 
 def run_convert(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    convert.add_arguments(parser)
-    return convert.run(parser.parse_args(argv))
+    return main(["convert", *argv])
 
 
 @pytest.fixture

@@ -126,11 +126,23 @@ def test_v1_weights_into_v2_backbone_is_one_clear_error():
     assert "layer_scale_init_value=1e-6" in message
 
 
-def test_incomplete_checkpoint_is_an_error():
+def test_missing_or_unexpected_backbone_tensors_are_errors_unless_allow_partial():
     source = small_backbone()
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("stages.3.0.pwconv2")}
-    with pytest.raises(CheckpointError, match="lack 2 backbone tensors.*stages.3.0.pwconv2"):
+    with pytest.raises(CheckpointError, match="lack 2 of the backbone's tensors.*stages.3.0.pwconv2.*allow_partial"):
         load_pretrained(fresh_like(source), state)
+    model = fresh_like(source)
+    kept = model.stages[3][0].pwconv2.weight.detach().clone()
+    report = load_pretrained(model, state, allow_partial=True)
+    assert report.missing == ["stages.3.0.pwconv2.weight", "stages.3.0.pwconv2.bias"] and not report.complete
+    torch.testing.assert_close(model.stages[3][0].pwconv2.weight, kept, rtol=0, atol=0)  # left at its init
+    torch.testing.assert_close(model.stages[3][0].pwconv1.weight, source.stages[3][0].pwconv1.weight)
+
+    extra = {**source.state_dict(), "stages.0.0.adapter.weight": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match="1 tensors the backbone does not have.*stages.0.0.adapter.weight"):
+        load_pretrained(fresh_like(source), extra)
+    report = load_pretrained(fresh_like(source), extra, allow_partial=True)
+    assert report.unexpected == ["stages.0.0.adapter.weight"] and "UNEXPECTED" in report.summary()
 
 
 def test_unknown_layout_and_non_state_dicts_are_errors():

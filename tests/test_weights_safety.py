@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import codecs
+import os
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -59,6 +63,74 @@ def test_unsafe_pickle_loads_after_an_explicit_opt_in(malicious_checkpoint, monk
         read_checkpoint(path, trust_pickle=False)
 
 
+class Calls:
+    """Pickles as ``function(*args)``: what a malicious checkpoint makes the unpickler do."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+class CustomObject:
+    """A class of the code that wrote the file, pickled by reference."""
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+@pytest.mark.parametrize("payload,named,dangerous", [
+    (lambda marker: Calls(os.system, f"touch {marker}"), r"os.system \(pickled as posix.system\)", True),
+    (lambda marker: Calls(eval, f"open({str(marker)!r}, 'w')"), r"builtins.eval", True),
+    (lambda marker: Calls(subprocess.check_output, ["touch", str(marker)]),
+     r"subprocess.check_output( \(pickled as commands.check_output\))?", True),
+    (lambda marker: CustomObject(), rf"{__name__}.CustomObject", False),
+], ids=["os.system", "eval", "subprocess", "custom-class"])
+def test_every_refused_global_is_a_safety_refusal_naming_it(tmp_path, monkeypatch, zip_format, payload, named,
+                                                          dangerous):
+    monkeypatch.delenv(UNSAFE_PICKLE_ENV, raising=False)
+    marker = tmp_path / "ran"
+    path = tmp_path / "model.pth"
+    torch.save({"model": small_backbone().state_dict(), "extra": payload(marker)}, path,
+               _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert "a safety refusal, not a corrupt file" in message and "corrupt or truncated" not in message
+    assert re.search(rf"asks to call or build {named}", message), message
+    assert ("treat it as malicious" in message) == dangerous
+    assert f"{UNSAFE_PICKLE_ENV}=1" in message and "trust_pickle=True" in message
+    assert not marker.exists()  # nothing ran
+
+
+class BuildsState:
+    """Pickles as an allowed call (``_codecs.encode``) whose result then gets state: torch refuses the build."""
+
+    def __reduce__(self):
+        return codecs.encode, ("abc", "latin1"), {"attribute": 1}
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_a_refused_build_is_a_safety_refusal_too(tmp_path, monkeypatch, zip_format):
+    monkeypatch.delenv(UNSAFE_PICKLE_ENV, raising=False)
+    path = tmp_path / "model.pth"
+    torch.save({"model": small_backbone().state_dict(), "extra": BuildsState()}, path,
+               _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UnsafeCheckpointError, match=r"a safety refusal, not a corrupt file.*build <class 'bytes'>"):
+        read_checkpoint(path)
+
+
+def test_the_opt_in_loads_a_refused_pickle(tmp_path, monkeypatch):
+    path = tmp_path / "model.pth"
+    source = small_backbone()
+    torch.save({"model": source.state_dict(), "answer": Calls(eval, "6 * 7")}, path)
+    monkeypatch.setenv(UNSAFE_PICKLE_ENV, "1")
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.notes[0] == "unpickled in full (trusted by the user)"
+    model = fresh_like(source)
+    checkpoint.load_into(model)
+    assert_same_outputs(source, model, image())
+
+
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_training_bookkeeping_objects_load_inert(tmp_path, monkeypatch, zip_format):
     monkeypatch.delenv(UNSAFE_PICKLE_ENV, raising=False)
@@ -79,8 +151,9 @@ def test_truncated_files_fail_clearly(tmp_path, kind):
     save_file(state, str(path)) if kind == "safetensors" else torch.save(state, path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=rf"{path.name} is a corrupt or truncated .*download it again"):
+    with pytest.raises(CheckpointError, match=rf"{path.name} is a corrupt or truncated .*copy it again") as info:
         read_checkpoint(path)
+    assert not isinstance(info.value, UnsafeCheckpointError) and "safety" not in str(info.value)
 
 
 @pytest.mark.parametrize("content, expected", [

@@ -4,17 +4,14 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
-from cvx2_backbone.commands import convert
+from cvx2_backbone.cli import command_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="convert_checkpoint.py", description=convert.HELP)
-    convert.add_arguments(parser)
-    return convert.run(parser.parse_args(argv))
+    return command_main("convert", "convert_checkpoint.py", argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmark import run_from_args
+    from ..benchmark import config_from_args, run_from_args
+    from ..usage import require_device, user_input
 
+    with user_input():  # check the arguments before anything is built
+        config_from_args(args)
+    require_device(args.device)
     return run_from_args(args)

@@ -20,8 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=224, help="network input size (use 384 for *_384 models)")
     parser.add_argument("--crop-pct", type=float, default=224 / 256,
                         help="centre-crop fraction for sizes below 384 (Hugging Face's default)")
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="load weights even if some backbone tensors are missing or unexpected (they are listed; "
+                             "without this flag that is an error)")
 
 
 def classifier_input(image, size: int, crop_pct: float):
@@ -46,7 +49,7 @@ def classifier_input(image, size: int, crop_pct: float):
 class Classifier:
     """Backbone + the checkpoint's head: LayerNorm and Linear over the globally averaged last stage."""
 
-    def __init__(self, weights: str) -> None:
+    def __init__(self, weights: str, allow_partial: bool = False) -> None:
         from torch import nn
 
         from ..weights import CheckpointError, read_checkpoint
@@ -58,9 +61,7 @@ class Classifier:
                                   "FCMAE pre-training or detector checkpoint; use an ImageNet fine-tuned one, e.g. "
                                   "timm/convnextv2_atto.fcmae_ft_in1k")
         self.backbone = checkpoint.backbone_class(out_features=["stage4"], out_norm=False, **checkpoint.arch_kwargs)
-        self.report = checkpoint.load_into(self.backbone, source=weights, log=False)
-        if not self.report.clean:
-            raise CheckpointError(f"{weights} does not fit its own architecture: {self.report.summary()}")
+        self.report = checkpoint.load_into(self.backbone, source=weights, log=False, allow_partial=allow_partial)
         self.arch = checkpoint.arch
         width, classes = state["head.weight"].shape[1], state["head.weight"].shape[0]
         self.norm = nn.LayerNorm(width, eps=1e-6)
@@ -92,21 +93,18 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..extractor import ImageReadError
-    from ..weights import CheckpointError
+    from ..usage import UsageError, require_device
 
-    if args.top_k < 1 or args.image_size < 32:
-        print("cvx2 classify: error: --top-k must be >= 1 and --image-size >= 32")
-        return 2
-    try:
-        classifier = Classifier(args.weights)
-    except (CheckpointError, OSError) as err:  # unusable, missing or unreachable weights
-        print(f"cvx2 classify: error: {err}")
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    classifier.to(device)
+    if args.top_k < 1 or args.image_size < 32 or not 0 < args.crop_pct <= 1:
+        raise UsageError(f"--top-k must be >= 1, --image-size >= 32 and --crop-pct in (0, 1], got {args.top_k}, "
+                         f"{args.image_size} and {args.crop_pct}")
+    device = require_device(args.device)
+    classifier = Classifier(args.weights, allow_partial=args.allow_partial).to(device)
     names = class_names(classifier.num_classes)
     print(f"{classifier.arch.describe()} with a {classifier.num_classes}-class head from {args.weights}"
           + ("" if names else " (class names unknown for this head size: printing indices)"))
+    if not classifier.report.complete:
+        print(f"partial load (--allow-partial): {classifier.report.summary()}")
     failed = 0
     for path in args.images:
         try:

@@ -7,7 +7,6 @@ SRC is anything ``init_cfg=dict(type='Pretrained', checkpoint=SRC)`` accepts (fi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = ("convert a ConvNeXt V2/V1 checkpoint (official, FCMAE, timm, Hugging Face, mmpretrain, detector) "
@@ -28,21 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import CheckpointError, HubUnavailableError, read_checkpoint, save_checkpoint
+    from ..usage import UsageError, user_input
+    from ..weights import read_checkpoint, save_checkpoint
 
     dst = Path(args.dst)
     if dst.exists() and not args.force:
-        print(f"cvx2 convert: error: {dst} exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
-    try:
+        raise UsageError(f"{dst} exists; pass --force to overwrite it")
+    with user_input():
         checkpoint = read_checkpoint(args.src, args.prefix, trust_pickle=True if args.trust_pickle else None)
         arch = checkpoint.arch
         if any(dst.resolve() == f.resolve() for f in checkpoint.files):
             raise ValueError(f"{dst} is the source file; write the converted checkpoint elsewhere")
         written = save_checkpoint(checkpoint, dst, backbone_only=args.backbone_only)
-    except (CheckpointError, HubUnavailableError, FileNotFoundError, ValueError, TypeError) as err:
-        print(f"cvx2 convert: error: {err}", file=sys.stderr)
-        return 2
     kept = len(checkpoint.backbone_state_dict() if args.backbone_only else checkpoint.state_dict)
     print(f"source:     {checkpoint.reference}")
     print(f"detected:   {checkpoint.format} ({checkpoint.format_description})")

@@ -1,7 +1,9 @@
 """`cvx2 demo`: train and evaluate Mask R-CNN with ConvNeXt V2 atto on synthetic shapes, on the CPU.
 
-No arguments, no download. Exit status: 0 when the detector learned (box AP above --min-ap),
-1 when it did not, 2 when mmdet is missing.
+No arguments, no download. Writes to work_dirs/demo (``--quick``: work_dirs/demo-quick); a folder
+holding an earlier run is kept and the run goes to the next free ``<folder>-N`` unless ``--overwrite``.
+Exit status: 0 when the detector learned (box AP above --min-ap), 1 when it did not, 2 for bad
+arguments or when mmdet is missing.
 """
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ HELP = "train + evaluate Mask R-CNN with ConvNeXt V2 atto on a synthetic COCO se
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="work_dirs/demo", help="folder for data, model, metrics, pictures")
+    parser.add_argument("-o", "--output", default=None,
+                        help="folder for data, model, metrics, pictures (default: work_dirs/demo, with --quick "
+                             "work_dirs/demo-quick); if it holds an earlier run, the next free <folder>-2, -3, ...")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier demo run in the output folder instead of writing beside it")
     parser.add_argument("--quick", action="store_true", help="a shorter run (fewer images and iterations)")
     parser.add_argument("--iters", type=int, default=None, help="training iterations (overrides the preset)")
     parser.add_argument("--image-size", type=int, default=None, help="image side in pixels (overrides the preset)")
     parser.add_argument("--num-train", type=int, default=None, help="training images (overrides the preset)")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="seed of the data and the training (default: 0)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: half the cores; more threads help little and hurt on busy cores)")
     parser.add_argument("--min-ap", type=float, default=0.05,
@@ -29,23 +35,24 @@ def run(args: argparse.Namespace) -> int:
 
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # mmengine/mmcv imports say it
 
+    from ..usage import UsageError
+
     try:
         import mmdet  # noqa: F401  (the demo is an mmdet detector)
         import pycocotools  # noqa: F401
     except ImportError as err:
-        print(f"cvx2 demo: error: {err.name} is not installed; install the detection extra: "
-              "pip install -e '.[det]' (or run `make demo`, which sets everything up)")
-        return 2
-    from ..demo import QUICK, DemoSettings, run_demo
+        raise UsageError(f"{err.name} is not installed; install the detection extra: pip install -e '.[det]' "
+                         "(or run `make demo`, which sets everything up)") from err
+    from ..demo import DEFAULT_OUTPUT, QUICK, QUICK_OUTPUT, DemoSettings, run_demo
 
     settings = QUICK if args.quick else DemoSettings()
     overrides = {"iters": args.iters, "image_size": args.image_size, "num_train": args.num_train, "seed": args.seed,
                  "threads": args.threads}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if min(settings.iters, settings.num_train, settings.threads) < 1 or settings.image_size < 64:
-        print("cvx2 demo: error: --iters, --num-train and --threads must be >= 1 and --image-size >= 64")
-        return 2
-    result = run_demo(args.output, settings)
+        raise UsageError("--iters, --num-train and --threads must be >= 1 and --image-size >= 64")
+    output = args.output or (QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)
+    result = run_demo(output, settings, overwrite=args.overwrite)
     metrics = result.metrics
     print(f"\nCOCO box AP {100 * result.bbox_ap:.1f}  mask AP {100 * result.segm_ap:.1f}  (AP50 box "
           f"{100 * metrics['coco/bbox_mAP_50']:.1f}, mask {100 * metrics['coco/segm_mAP_50']:.1f})")

@@ -1,18 +1,22 @@
 """`cvx2 extract IMAGES_OR_FOLDERS -o OUT`: one feature file (and optionally one picture) per image.
 
 Every file is written to a temporary name and renamed, so an interrupt never leaves a half file;
-outputs that exist are kept (rerun the same command to resume) unless ``--overwrite``.
+temporary files of a run that was killed (SIGKILL, power loss) are removed when the next run starts.
+Outputs that exist are kept (rerun the same command to resume) unless ``--overwrite``; the output
+folder is never read as input, even when it lies inside an input folder.
 Exit status: 0 all images done, 1 some inputs unreadable (listed at the end, the rest written),
-2 bad arguments or no images found, 130 interrupted.
+2 bad arguments, unusable weights or no images found, 130 / 143 stopped by SIGINT / SIGTERM
+(the files written so far are complete; rerun to continue).
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from ..files import remove_stale_temporaries, write_atomic
 
 HELP = "extract multi-scale feature maps of images into .safetensors/.npz files (and PCA pictures with --viz)"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -29,16 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="checkpoint: file, folder, http(s) URL, hf://repo or timm/model.tag "
                              "(default: random init)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="load weights even if some backbone tensors are missing or unexpected (they are listed; "
+                             "without this flag that is an error)")
     parser.add_argument("--out-features", default=None,
                         help="comma-separated outputs among stem,stage1..stage4 (default: all four stages)")
     parser.add_argument("--fpn", type=int, default=0, metavar="CHANNELS",
-                        help="add an FPN neck with this many channels (outputs p2..p6); 0: none. A detector "
-                             "checkpoint as --weights provides its trained FPN")
+                        help="add an FPN neck with this many channels (outputs p2..p6); 0: none. With a detector "
+                             "checkpoint as --weights, give its FPN width: the trained FPN is loaded")
     parser.add_argument("--shortest-edge", type=int, default=None,
                         help="resize images so the short side has this many pixels (default: keep size)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--format", choices=("safetensors", "npz"), default="safetensors")
-    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored precision")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    parser.add_argument("--format", choices=("safetensors", "npz"), default="safetensors", help="feature file format")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="precision of the stored maps (the network runs in float32)")
     parser.add_argument("--viz", action="store_true",
                         help="also write <name>.pyramid.png: the image and every level in PCA colour")
     parser.add_argument("--viz-tile", type=int, default=256, help="long side of each tile of the --viz picture")
@@ -47,17 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --- feature files -----------------------------------------------------------------------------
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling and rename it over ``path``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def encode_features(features: Mapping[str, Any], metadata: Mapping[str, Any], fmt: str) -> bytes:
     """Serialise ``{name: (C, h, w) tensor}`` with JSON-able metadata as safetensors or npz bytes."""
@@ -93,16 +90,26 @@ def load_features(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # --- inputs ----------------------------------------------------------------------------------
 
-def find_images(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
-    """(image path, output stem relative to OUT) for every input; folders are searched recursively."""
+def find_images(inputs: Iterable[str], exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(image path, output stem relative to OUT) for every input; folders are searched recursively.
+
+    Files inside ``exclude`` (the output folder) are left out: the command never reads its own outputs.
+    """
+    outside = exclude.resolve() if exclude is not None else None
+
+    def wanted(path: Path) -> bool:
+        return outside is None or outside not in path.resolve().parents
+
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and wanted(p))
             found += [(p, p.relative_to(path).with_suffix("")) for p in files]
         elif path.exists():
-            found.append((path, Path(path.stem)))
+            if wanted(path):
+                found.append((path, Path(path.stem)))
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
     seen: dict[Path, Path] = {}
@@ -215,25 +222,27 @@ class _Job:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from ..extractor import FeatureExtractor
+    from ..usage import require_device, user_input
 
-    try:
+    output = Path(args.output)
+    with user_input():  # bad options, missing inputs, unusable weights
         _check_args(args)
-        images = find_images(args.inputs)
+        device = require_device(args.device)
+        images = find_images(args.inputs, exclude=output)
         if not images:
-            raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {args.inputs}")
+            raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {args.inputs}"
+                             + (f" outside the output folder {output}" if output.is_dir() else ""))
         model = args.model or (None if args.weights else "convnextv2_atto")
         out_features = args.out_features.split(",") if args.out_features else None
         extractor = FeatureExtractor(model, args.weights, out_features=out_features, fpn=args.fpn or False,
-                                     shortest_edge=args.shortest_edge)
-    except (ValueError, TypeError, OSError) as err:  # bad options, missing inputs, unusable or unreachable weights
-        print(f"cvx2 extract: error: {err}")
-        return 2
-    extractor.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    output = Path(args.output)
+                                     shortest_edge=args.shortest_edge, allow_partial=args.allow_partial)
+    extractor.to(device)
+    stale = remove_stale_temporaries(output)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) that an interrupted run left in {output}")
     todo = [(src, stem) for src, stem in images
             if args.overwrite or not all(t.exists() for t in _targets(output, stem, args))]
     if len(todo) < len(images):
@@ -248,12 +257,13 @@ def run(args: argparse.Namespace) -> int:
             items, pictures = job.read(todo[start:start + args.batch_size])
             for group in _same_size_groups(pictures):
                 job.write([items[i] for i in group], [pictures[i] for i in group])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # SIGINT or SIGTERM (usage.Interrupted): every written file is whole
         progress.close()
-        print(f"\ninterrupted: {job.written} images written to {output}, "
+        name = stop.args[0] if stop.args else "SIGINT"
+        print(f"\ninterrupted by {name}: {job.written} images written to {output}, "
               f"{len(todo) - job.written - len(job.skipped)} left; run the same command again to continue")
         job.report_skipped()
-        return 130
+        return getattr(stop, "exit_status", 130)
     progress.close()
     print(f"wrote {job.written} feature files ({args.format}) to {output}")
     job.report_skipped()

@@ -57,9 +57,16 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..extractor import preset_names
+    from ..extractor import parse_preset, preset_names
+    from ..usage import UsageError, user_input
 
     presets = args.presets or preset_names()
+    if args.image_size < 32 or args.num_classes < 0:
+        raise UsageError(f"--image-size must be at least 32 (the network's total stride) and --num-classes >= 0 "
+                         f"(0: no head), got {args.image_size} and {args.num_classes}")
+    with user_input():
+        for preset in presets:
+            parse_preset(preset)
     infos = [describe(p, args.image_size, args.num_classes) for p in presets]
     if args.json:
         print(json.dumps(infos, indent=2))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-from pathlib import Path
 
 from mmengine.config import DictAction
 
@@ -23,32 +22,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmengine.config import Config
     from mmengine.logging import MMLogger
     from mmengine.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS, DefaultScope
 
+    from ..engine.config import ConfigError, read_config
     from ..lr_decay import ConvNeXtLayerDecayOptimizerConstructor, format_lr_groups
+    from ..usage import user_input
 
-    if not Path(args.config).is_file():
-        raise FileNotFoundError(f"config file {args.config!r} does not exist")
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     for key in ("model", "optim_wrapper"):
         if key not in cfg:
-            raise ValueError(f"config {args.config!r} has no '{key}'; lr-groups needs a training config "
-                             "with model and optim_wrapper")
+            raise ConfigError(f"config {args.config!r} has no '{key}'; lr-groups needs a training config "
+                              "with model and optim_wrapper")
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper.to_dict())
     if "optimizer" not in wrapper_cfg:
-        raise ValueError(f"config {args.config!r}: optim_wrapper has no 'optimizer' entry")
+        raise ConfigError(f"config {args.config!r}: optim_wrapper has no 'optimizer' entry")
 
     # The table is printed below: keep the constructor's log copy and mmengine's per-parameter
     # messages (one per frozen tensor) off the console.
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.ERROR)
-    try:
-        with DefaultScope.overwrite_default_scope(cfg.get("default_scope")):
+    try:  # what goes wrong while building the config's model and constructor is the config's mistake
+        with user_input(KeyError), DefaultScope.overwrite_default_scope(cfg.get("default_scope")):
             model = MODELS.build(cfg.model)
             constructor_type = wrapper_cfg.pop("constructor", "DefaultOptimWrapperConstructor")
             constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(

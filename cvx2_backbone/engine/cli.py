@@ -1,4 +1,8 @@
-"""Command lines of tools/train.py and tools/test.py, with the flags mmdet's and mmseg's tools use."""
+"""Command lines of tools/train.py and tools/test.py, with the flags mmdet's and mmseg's tools use.
+
+Both run in the package's error style (``cvx2_backbone.usage``): user mistakes end in one
+message and exit status 2, ``--debug`` shows their traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +12,12 @@ from typing import Sequence
 
 from mmengine.config import DictAction
 
+from ..usage import HelpFormatter, add_debug_argument, run_command
 from .distributed import LAUNCHERS
+
+ALLOW_PARTIAL_HELP = ("load the checkpoint even if some of the model's tensors are missing, unexpected or of another "
+                      "shape (they keep their initial values and are listed in the log); without this flag that is "
+                      "an error")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -18,12 +27,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              "model.backbone.init_cfg=None 'key=[a,b]'")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
                         help="how the processes were started (pytorch: torchrun; works on CPU with gloo too)")
+    parser.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL_HELP)
+    add_debug_argument(parser)
     # torch.distributed.launch passes --local-rank (older torch: --local_rank).
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train a detector or segmentor (chosen by the config's "
+    parser = argparse.ArgumentParser(prog="tools/train.py", formatter_class=HelpFormatter,
+                                     description="Train a detector or segmentor (chosen by the config's "
                                                  "default_scope) with a ConvNeXt V2 / V1 backbone")
     parser.add_argument("config", help="config file")
     parser.add_argument("--amp", action="store_true",
@@ -31,13 +43,17 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auto-scale-lr", action="store_true",
                         help="scale the lr by (total batch size / auto_scale_lr.base_batch_size)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
-                        help="resume from CHECKPOINT, or without a value from the work dir's latest checkpoint")
+                        help="resume from CHECKPOINT, or without a value from the work dir's newest checkpoint that "
+                             "loads (a truncated latest one is passed over, with a message)")
+    parser.add_argument("--load-from", metavar="CHECKPOINT",
+                        help="start from this checkpoint's weights (not its optimizer or schedule), e.g. to fine-tune")
     _common(parser)
     return parser
 
 
 def test_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a detector (COCO bbox/segm AP) or a segmentor (mIoU)")
+    parser = argparse.ArgumentParser(prog="tools/test.py", formatter_class=HelpFormatter,
+                                     description="Evaluate a detector (COCO bbox/segm AP) or a segmentor (mIoU)")
     parser.add_argument("config", help="config file")
     parser.add_argument("checkpoint", help="checkpoint file written by tools/train.py")
     parser.add_argument("--out", help="detection: dump raw results to this .pkl; segmentation: write "
@@ -57,18 +73,25 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     from .runner import train
     args = train_parser().parse_args(argv)
     _set_local_rank(args)
-    train(args.config, work_dir=args.work_dir, amp=args.amp, resume=args.resume,
-          auto_scale_lr=args.auto_scale_lr, cfg_options=args.cfg_options, launcher=args.launcher)
-    return 0
+
+    def command() -> None:
+        train(args.config, work_dir=args.work_dir, amp=args.amp, resume=args.resume, load_from=args.load_from,
+              auto_scale_lr=args.auto_scale_lr, cfg_options=args.cfg_options, launcher=args.launcher,
+              allow_partial=args.allow_partial)
+
+    return run_command(command, prog="tools/train.py", debug=args.debug)
 
 
 def test_main(argv: Sequence[str] | None = None) -> int:
     from .runner import test
     args = test_parser().parse_args(argv)
     _set_local_rank(args)
-    metrics = test(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out, show=args.show,
-                   show_dir=args.show_dir, wait_time=args.wait_time, cfg_options=args.cfg_options,
-                   launcher=args.launcher)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print("metrics:", json.dumps(metrics, default=float))
-    return 0
+
+    def command() -> None:
+        metrics = test(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out, show=args.show,
+                       show_dir=args.show_dir, wait_time=args.wait_time, cfg_options=args.cfg_options,
+                       launcher=args.launcher, allow_partial=args.allow_partial)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("metrics:", json.dumps(metrics, default=float))
+
+    return run_command(command, prog="tools/test.py", debug=args.debug)

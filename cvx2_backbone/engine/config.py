@@ -12,16 +12,33 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from ..usage import UsageError
+
 TASKS = {"mmdet": "detection", "mmseg": "segmentation"}
+EXAMPLE_CONFIG = "configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py"
+
+
+class ConfigError(UsageError, ValueError):
+    """A config file that cannot be read, or one the tools cannot run, or command-line flags it lacks support for."""
+
+
+def read_config(path: str | Path) -> Config:
+    """``Config.fromfile`` with one clear error for a missing file or one that is no mmengine config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist; configs live under configs/ "
+                                f"(e.g. {EXAMPLE_CONFIG})")
+    try:
+        return Config.fromfile(str(path))
+    except Exception as err:  # mmengine raises assorted errors (some without text) for files it cannot run
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
+        raise ConfigError(f"cannot read {path} as an mmengine config ({type(err).__name__}: {detail}); pass a "
+                          f"config file such as {EXAMPLE_CONFIG}") from err
 
 
 def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
     """Read a config file, merge ``--cfg-options`` and check that it names mmdet or mmseg as scope."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist; configs live under configs/ "
-                                "(e.g. configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py)")
-    cfg = Config.fromfile(str(path))
+    cfg = read_config(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     scope_of(cfg)
@@ -32,7 +49,7 @@ def scope_of(cfg: Config) -> str:
     """The config's ``default_scope`` ('mmdet' or 'mmseg'), which decides the task's conventions."""
     scope = cfg.get("default_scope")
     if scope not in TASKS:
-        raise ValueError(f"config default_scope is {scope!r}; the tools run detection (default_scope='mmdet') "
+        raise ConfigError(f"config default_scope is {scope!r}; the tools run detection (default_scope='mmdet') "
                          "and segmentation (default_scope='mmseg') configs; inherit from an mmdet:: or mmseg:: "
                          "base config or set default_scope")
     return scope
@@ -47,8 +64,16 @@ def set_work_dir(cfg: Config, config_path: str | Path, work_dir: str | None) -> 
 
 
 def apply_train_args(cfg: Config, *, amp: bool = False, resume: str | None = None,
-                     auto_scale_lr: bool = False) -> None:
-    """``--amp``, ``--resume [auto|PATH]`` and ``--auto-scale-lr`` as mmdet's tools/train.py does them."""
+                     auto_scale_lr: bool = False, load_from: str | None = None) -> None:
+    """``--amp``, ``--resume [auto|PATH]``, ``--load-from`` and ``--auto-scale-lr`` as mmdet's tools/train.py
+    does them."""
+    if resume is not None and load_from is not None:
+        raise ConfigError("--resume and --load-from exclude each other: --resume continues a run (weights, optimizer, "
+                          "schedule), --load-from starts a new one from a checkpoint's weights")
+    if load_from is not None:
+        if not Path(load_from).is_file():
+            raise FileNotFoundError(f"--load-from checkpoint {load_from!r} does not exist")
+        cfg.load_from, cfg.resume = load_from, False
     if amp:
         if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
             print_log("AMP training is already enabled in the config.", logger="current")
@@ -58,7 +83,7 @@ def apply_train_args(cfg: Config, *, amp: bool = False, resume: str | None = Non
     if auto_scale_lr:
         settings = cfg.get("auto_scale_lr")
         if not settings or "base_batch_size" not in settings:
-            raise RuntimeError("--auto-scale-lr needs auto_scale_lr=dict(enable=False, base_batch_size=N) in the "
+            raise ConfigError("--auto-scale-lr needs auto_scale_lr=dict(enable=False, base_batch_size=N) in the "
                                "config, N being the total batch size its learning rate was tuned for")
         settings.enable = True
     if resume == "auto":
@@ -76,12 +101,17 @@ def apply_test_args(cfg: Config, *, checkpoint: str, out: str | None = None, sho
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist; pass the .pth written by "
                                 "tools/train.py (e.g. work_dirs/<config>/epoch_36.pth)")
+    missing = [key for key in ("test_dataloader", "test_evaluator", "test_cfg") if not cfg.get(key)]
+    if missing:
+        raise ConfigError(f"the config has no {', '.join(missing)}, which testing needs; add them (usually "
+                          "test_dataloader = val_dataloader, test_evaluator = val_evaluator, "
+                          "test_cfg = dict(type='TestLoop'))")
     cfg.load_from = checkpoint
     scope = scope_of(cfg)
     if show or show_dir:
         hooks = cfg.get("default_hooks", {})
         if "visualization" not in hooks:
-            raise RuntimeError("--show/--show-dir need default_hooks.visualization in the config "
+            raise ConfigError("--show/--show-dir need default_hooks.visualization in the config "
                                "(the mmdet/mmseg default_runtime base configs define it)")
         hook = hooks["visualization"]
         hook["draw"] = True
@@ -96,4 +126,4 @@ def apply_test_args(cfg: Config, *, checkpoint: str, out: str | None = None, sho
         cfg.test_evaluator["output_dir"] = out
         cfg.test_evaluator["keep_results"] = True
     elif out is not None and not out.endswith((".pkl", ".pickle")):
-        raise ValueError(f"--out for detection is a pickle file of raw results (.pkl or .pickle), got {out!r}")
+        raise ConfigError(f"--out for detection is a pickle file of raw results (.pkl or .pickle), got {out!r}")

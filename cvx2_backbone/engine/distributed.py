@@ -17,6 +17,8 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
+from ..usage import UsageError
+
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 DEFAULT_PORT = "29500"
 
@@ -58,7 +60,7 @@ def _launcher_environment(launcher: str) -> dict[str, str]:
         else:
             env = _mpi_environment()
     except KeyError as missing:
-        raise RuntimeError(f"--launcher {launcher} needs the environment variable {missing} that its launcher "
+        raise UsageError(f"--launcher {launcher} needs the environment variable {missing} that its launcher "
                            "sets; start the job with torchrun (tools/dist_train.sh), srun "
                            "(tools/slurm_train.sh) or mpirun, or use --launcher none") from None
     env["MASTER_PORT"] = os.environ.get("MASTER_PORT", DEFAULT_PORT)

@@ -17,5 +17,10 @@ class ArchMismatchError(CheckpointError):
     """Weights of another architecture (size, V1/V2, layer scale, input channels) than the model's."""
 
 
+class ModelMismatchError(CheckpointError):
+    """A checkpoint whose tensors do not fit a whole model (a detector or segmentor): missing, unexpected or
+    differently shaped."""
+
+
 class HubUnavailableError(ConnectionError):
     """A hub reference or URL that cannot be fetched (offline mode, no network, not cached)."""

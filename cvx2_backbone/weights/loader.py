@@ -59,19 +59,30 @@ class Checkpoint:
         """The state dict without the classifier (``norm.*``, ``head.*``)."""
         return {k: v for k, v in self.state_dict.items() if not k.startswith(("norm.", "head."))}
 
-    def load_into(self, model: ConvNeXt, source: Any = None, log: bool = True) -> LoadReport:
-        """Load into ``model`` after checking the architecture; returns (and logs) the report."""
+    def fit(self, model: ConvNeXt, source: Any = None, allow_partial: bool = False) -> tuple[dict, LoadReport]:
+        """Check that these weights fit ``model`` (architecture, then every key) without loading them.
+
+        Returns the tensors to load and the report; raises ``ArchMismatchError`` or ``CheckpointError``
+        (naming what the weights look like and what the model is) when they do not fit, and for
+        missing or unexpected backbone tensors unless ``allow_partial``.
+        """
         if not isinstance(model, ConvNeXt):
             raise TypeError(f"weights load into a cvx2_backbone ConvNeXt/ConvNeXtV2, got {type(model).__name__}")
         label = str(source) if source is not None else self.reference
         check_arch(self.arch, ArchSpec.of_model(model), label)
-        tensors, categories = match_keys(self.state_dict, model, label)
+        tensors, categories = match_keys(self.state_dict, model, label, allow_partial)
+        report = LoadReport(label, self.format, self.arch, list(tensors), notes=list(self.notes),
+                            discarded=dict(self.discarded), **categories)
+        return tensors, report
+
+    def load_into(self, model: ConvNeXt, source: Any = None, log: bool = True,
+                  allow_partial: bool = False) -> LoadReport:
+        """Load into ``model`` after :meth:`fit` has checked them; returns (and logs) the report."""
+        tensors, report = self.fit(model, source, allow_partial)
         with torch.no_grad():
             result = model.load_state_dict(tensors, strict=False)
         if result.unexpected_keys:  # match_keys only passes the model's own keys
             raise CheckpointError(f"internal error: unexpected keys {result.unexpected_keys}")
-        report = LoadReport(label, self.format, self.arch, list(tensors), notes=list(self.notes),
-                            discarded=dict(self.discarded), **categories)
         if log:
             report.log()
         return report
@@ -84,7 +95,7 @@ def read_checkpoint(
     trust_pickle: bool | None = None,
     downloader: Downloader | None = None,
 ) -> Checkpoint:
-    """Resolve, read safely and convert ``source`` (a path, folder, URL, ``hf://...``, ``timm/...`` or a loaded dict)."""
+    """Resolve, read safely and convert ``source`` (a path, folder, URL, ``hf://...``, ``timm/...``, a loaded dict)."""
     if isinstance(source, Mapping):
         converted = convert_state_dict(source, prefix)
         return Checkpoint("<state dict>", converted.state_dict, converted.format, converted.format_description,
@@ -107,11 +118,13 @@ def load_pretrained(
     *,
     trust_pickle: bool | None = None,
     downloader: Downloader | None = None,
+    allow_partial: bool = False,
 ) -> LoadReport:
     """Load any supported checkpoint into a ``ConvNeXt``/``ConvNeXtV2`` backbone and log one report.
 
     The format is detected from keys and shapes; an architecture mismatch raises
-    ``ArchMismatchError`` naming the size the checkpoint looks like.
+    ``ArchMismatchError`` naming the size the checkpoint looks like; missing or unexpected
+    backbone tensors raise ``CheckpointError`` unless ``allow_partial``.
     """
     checkpoint = read_checkpoint(source, prefix, trust_pickle=trust_pickle, downloader=downloader)
-    return checkpoint.load_into(model)
+    return checkpoint.load_into(model, allow_partial=allow_partial)

@@ -9,6 +9,7 @@ environment variable ``CVX2_ALLOW_UNSAFE_PICKLE=1``.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import os
 import pickle
 import re
@@ -29,7 +30,21 @@ _BOOKKEEPING_NAMES = frozenset({
     "argparse.Namespace", "builtins.getattr", "builtins.bytes", "builtins.set", "builtins.frozenset",
     "builtins.slice", "_codecs.encode", "collections.defaultdict",
 })
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_GET_A_COPY = "it was cut short or damaged while being saved, copied or downloaded: download or copy it again"
+# torch's weights-only unpickler refuses a global in two wordings (torch/_weights_only_unpickler.py), naming it
+# without its 'builtins.' prefix in the first; these and its refusals to call or build an object are safety
+# refusals, every other UnpicklingError (e.g. "Unsupported operand") means a corrupt file.
+_REFUSED_GLOBAL = (re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global"),
+                   re.compile(r"Trying to load unsupported GLOBAL (\S+) whose module \S+ is blocked"))
+_REFUSED_OBJECT = (re.compile(r"Trying to call reduce for unrecognized function (.+?)(?: which belongs to .*)?$",
+                              re.MULTILINE),
+                   re.compile(r"Can only create new object for nn\.Parameter or classes allowlisted via "
+                              r"`add_safe_globals` but got (.+)$", re.MULTILINE),
+                   re.compile(r"Can only build Tensor, Parameter, OrderedDict or types allowlisted via "
+                              r"`add_safe_globals`, but got (.+)$", re.MULTILINE))
+# Objects that run commands or code, or change files, when called: a pickle naming them is almost surely an attack.
+_CODE_RUNNERS = ("os.", "posix.", "nt.", "sys.", "subprocess.", "builtins.eval", "builtins.exec",
+                 "builtins.compile", "builtins.__import__", "runpy.", "pty.", "shutil.", "socket.")
 
 
 @dataclass
@@ -121,7 +136,7 @@ def _read_safetensors(path: Path) -> FileContents:
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path} is a corrupt or truncated safetensors file ({err}); download it again") from err
+        raise CheckpointError(f"{path} is a corrupt or truncated safetensors file ({err}); {_GET_A_COPY}") from err
     return FileContents(tensors, "safetensors", metadata=metadata)
 
 
@@ -129,24 +144,26 @@ def _read_torch(path: Path, trust_pickle: bool | None) -> FileContents:
     try:
         return FileContents(_torch_load(path, weights_only=True), "torch")
     except pickle.UnpicklingError as err:
-        needed = _globals_named_in(err)
-        if not needed:
+        refused = _refused_in(err)
+        if refused is None:
             raise _corrupt(path, err) from err
     if pickle_trusted(trust_pickle):
         obj = _torch_load(path, weights_only=False)
         return FileContents(obj, "torch", notes=["unpickled in full (trusted by the user)"])
-    needed = sorted(_listed_unsafe_globals(path) or needed)
+    needed = sorted(set(_listed_unsafe_globals(path)) | set(refused))
     # Legacy (non-zip) files name one missing global per attempt: retry until all are known.
     for _ in range(64):
-        if not all(_is_bookkeeping(name) for name in needed):
-            raise UnsafeCheckpointError(_refusal_message(path, needed))
+        if not needed or not all(_is_bookkeeping(name) for name in needed):
+            raise UnsafeCheckpointError(_refusal_message(path, needed or refused))
         try:
             with torch.serialization.safe_globals([(_Inert, name) for name in needed]):
                 obj = _torch_load(path, weights_only=True)
         except pickle.UnpicklingError as err:
-            more = _globals_named_in(err)
-            if not more or set(more) <= set(needed):
+            more = _refused_in(err)
+            if more is None:
                 raise _corrupt(path, err) from err
+            if set(more) <= set(needed):  # refused to call or build something despite the stand-ins
+                raise UnsafeCheckpointError(_refusal_message(path, more)) from err
             needed = sorted(set(needed) | set(more))
             continue
         return FileContents(obj, "torch", notes=[f"skipped pickled bookkeeping objects ({', '.join(needed)})"])
@@ -167,7 +184,7 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
 
 def _corrupt(path: Path, err: BaseException) -> CheckpointError:
     return CheckpointError(f"{path} is a corrupt or truncated torch checkpoint ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else 'no details'}); download it again")
+                           f"{str(err).splitlines()[0] if str(err) else 'no details'}); {_GET_A_COPY}")
 
 
 def _listed_unsafe_globals(path: Path) -> list[str]:
@@ -178,19 +195,51 @@ def _listed_unsafe_globals(path: Path) -> list[str]:
         return []
 
 
-def _globals_named_in(err: BaseException) -> list[str]:
-    """The globals a weights-only refusal names (none when the pickle is merely corrupt)."""
-    return _UNSUPPORTED_GLOBAL.findall(str(err))
+def _refused_in(err: BaseException) -> list[str] | None:
+    """What a weights-only safety refusal names (full global names where torch gives them); None when the
+    error is no safety refusal, i.e. the file is corrupt."""
+    text = str(err)
+    names = [_full_name(name) for pattern in _REFUSED_GLOBAL for name in pattern.findall(text)]
+    objects = [found.strip() for pattern in _REFUSED_OBJECT for found in pattern.findall(text)]
+    return sorted(set(names + objects)) if names or objects else None
+
+
+def _full_name(name: str) -> str:
+    """torch names builtins without their module ('eval'); give them back ('builtins.eval')."""
+    return name if "." in name else f"builtins.{name}"
 
 
 def _is_bookkeeping(name: str) -> bool:
     return name in _BOOKKEEPING_NAMES or name.startswith(_BOOKKEEPING_PREFIXES)
 
 
+def _python3_name(name: str) -> str:
+    """The object a pickle name means: protocol-2 pickles store Python 2 names (``commands`` for ``subprocess``),
+    which torch reports as they are written."""
+    module, _, attr = name.rpartition(".")
+    if (module, attr) in _compat_pickle.NAME_MAPPING:
+        module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{attr}" if module else name
+
+
+def _shown(name: str) -> str:
+    meant = _python3_name(name)
+    module, _, attr = meant.rpartition(".")
+    if module in ("posix", "nt"):
+        meant = f"os.{attr}"
+    return name if meant == name else f"{meant} (pickled as {name})"
+
+
 def _refusal_message(path: Path, needed: list[str]) -> str:
-    unknown = [n for n in needed if not _is_bookkeeping(n)]
-    return (f"refusing to load {path}: it is a pickle that needs these Python objects: {', '.join(unknown)}. "
-            "Unpickling calls whatever those objects name, so a malicious file can run any code on this machine; "
-            "torch pickles are therefore read with weights_only=True. If you trust where the file comes from, opt in "
-            f"with {UNSAFE_PICKLE_ENV}=1 (or trust_pickle=True in Python, --trust-pickle on the command line), and "
-            "consider `cvx2 convert FILE clean.safetensors` once to get a file that is safe to share and load")
+    unknown = [n for n in needed if not _is_bookkeeping(n)] or needed
+    runs_code = any(_python3_name(n).startswith(_CODE_RUNNERS) for n in unknown)
+    danger = (" which can run commands or change files on this machine: unless you made the file yourself, treat it "
+              "as malicious" if runs_code else "")
+    return (f"refusing to load {path}: a safety refusal, not a corrupt file (nothing in it was run); the pickle asks "
+            f"to call or build {', '.join(map(_shown, unknown))},{danger or ' Python objects that are not weights'}.\n"
+            "Torch files are read with weights_only=True because unpickling runs whatever a file names, so a "
+            f"malicious file can run any code. Only if you trust its source: {UNSAFE_PICKLE_ENV}=1 (any command; "
+            "trust_pickle=True in Python, cvx2 convert --trust-pickle), then `cvx2 convert FILE clean.safetensors` "
+            "gives a file that is safe to share")

@@ -2,6 +2,8 @@
 
 Missing output norms are expected (classification checkpoints have none) and reported apart
 from keys that are really wrong; an architecture mismatch is one error naming both sizes.
+Missing, unexpected or differently shaped backbone tensors are an error too, unless the caller
+opts in with ``allow_partial=True``: then they are listed in the report (and left at their init).
 """
 from __future__ import annotations
 
@@ -33,11 +35,18 @@ class LoadReport:
     unexpected: list[str]
     notes: list[str] = field(default_factory=list)
     discarded: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # backbone tensors kept at their init (allow_partial only)
+    mismatched: list[str] = field(default_factory=list)  # tensors of another shape, not loaded (allow_partial only)
 
     @property
     def clean(self) -> bool:
         """True when nothing unexpected turned up."""
         return not self.unexpected
+
+    @property
+    def complete(self) -> bool:
+        """True when every backbone tensor was loaded and nothing was left over (always so without allow_partial)."""
+        return not (self.unexpected or self.missing or self.mismatched)
 
     def summary(self) -> str:
         """The concise, human-readable report."""
@@ -53,15 +62,20 @@ class LoadReport:
         if self.norms_not_in_model:
             parts.append(f"checkpoint output norms the backbone does not have: {_modules(self.norms_not_in_model)}")
         if self.discarded:
-            parts.append("other modules left out: " + ", ".join(f"{k} ({n})" for k, n in sorted(self.discarded.items())))
-        parts.append(f"UNEXPECTED keys ignored: {', '.join(self.unexpected)}" if self.unexpected
+            parts.append("other modules left out: "
+                         + ", ".join(f"{k} ({n})" for k, n in sorted(self.discarded.items())))
+        if self.missing:
+            parts.append(f"MISSING backbone tensors kept at their init (allow_partial): {', '.join(self.missing)}")
+        if self.mismatched:
+            parts.append(f"tensors of ANOTHER SHAPE not loaded (allow_partial): {'; '.join(self.mismatched)}")
+        parts.append(f"UNEXPECTED keys ignored (allow_partial): {', '.join(self.unexpected)}" if self.unexpected
                      else "no unexpected keys")
         return "; ".join(parts)
 
     def log(self) -> None:
-        """Send the summary to mmengine's current logger (warning level when something was unexpected)."""
+        """Send the summary to mmengine's current logger (warning level when the load was partial)."""
         from mmengine.logging import print_log
-        print_log(self.summary(), logger="current", level=logging.INFO if self.clean else logging.WARNING)
+        print_log(self.summary(), logger="current", level=logging.INFO if self.complete else logging.WARNING)
 
 
 def _modules(keys: list[str]) -> str:
@@ -73,8 +87,9 @@ def check_arch(checkpoint: ArchSpec, model: ArchSpec, source: str) -> None:
     """One clear error listing every way the checkpoint's architecture differs from the model's."""
     problems = []
     if (checkpoint.depths, checkpoint.dims) != (model.depths, model.dims):
-        fix = (f"build the backbone with arch='{checkpoint.preset}'" if checkpoint.preset
-               else f"build the backbone with arch=dict(depths={list(checkpoint.depths)}, dims={list(checkpoint.dims)})")
+        arch = (f"'{checkpoint.preset}'" if checkpoint.preset
+                else f"dict(depths={list(checkpoint.depths)}, dims={list(checkpoint.dims)})")
+        fix = f"build the backbone with arch={arch}"
         problems.append(f"it looks like {checkpoint.describe()} but the backbone is {model.describe()}; {fix} or "
                         f"use {model.preset or 'matching'} weights")
     if checkpoint.use_grn != model.use_grn:
@@ -96,24 +111,47 @@ def check_arch(checkpoint: ArchSpec, model: ArchSpec, source: str) -> None:
         raise ArchMismatchError(f"weights from {source} do not fit the backbone: " + "; ".join(problems))
 
 
-def match_keys(state_dict: Mapping[str, Tensor], model: nn.Module, source: str) -> tuple[dict[str, Tensor], dict]:
-    """The tensors to load into ``model`` and the key categories of the report; a shape mismatch is an error."""
+OPT_IN = "allow_partial=True (--allow-partial on the command line)"
+
+
+def examples(keys: list[str], count: int = 6) -> str:
+    """``'a, b, c'`` or ``'a, b, c and 7 more'``."""
+    shown = ", ".join(keys[:count])
+    return shown + (f" and {len(keys) - count} more" if len(keys) > count else "")
+
+
+def match_keys(state_dict: Mapping[str, Tensor], model: nn.Module, source: str,
+               allow_partial: bool = False) -> tuple[dict[str, Tensor], dict]:
+    """The tensors to load into ``model`` and the key categories of the report.
+
+    Differently shaped, missing (other than output norms) and unexpected tensors are an error
+    naming them, unless ``allow_partial``.
+    """
     expected = model.state_dict()
-    shape_errors = [f"{k}: checkpoint {tuple(v.shape)} vs backbone {tuple(expected[k].shape)}"
-                    for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if shape_errors:
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs backbone {tuple(expected[k].shape)}"
+                  for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
+    if mismatched and not allow_partial:
         raise ArchMismatchError(f"weights from {source} do not fit the backbone, shapes differ: "
-                                + "; ".join(shape_errors[:8]) + ("; ..." if len(shape_errors) > 8 else ""))
+                                f"{examples(mismatched, 8)}")
     missing = [k for k in expected if k not in state_dict]
     missing_core = [k for k in missing if not _OUTPUT_NORM.match(k)]
-    if missing_core:
-        raise CheckpointError(f"weights from {source} lack {len(missing_core)} backbone tensors (e.g. "
-                              f"{', '.join(missing_core[:6])}); the checkpoint is incomplete")
+    if missing_core and not allow_partial:
+        raise CheckpointError(f"weights from {source} lack {len(missing_core)} of the backbone's tensors "
+                              f"({examples(missing_core)}): the checkpoint is incomplete or of another model; "
+                              f"to load what is there anyway, pass {OPT_IN}")
     extra = [k for k in state_dict if k not in expected]
+    unexpected = [k for k in extra if not (_OUTPUT_NORM.match(k) or _HEAD.match(k))]
+    if unexpected and not allow_partial:
+        raise CheckpointError(f"weights from {source} hold {len(unexpected)} tensors the backbone does not have "
+                              f"({examples(unexpected)}), which would be ignored: check that this is the checkpoint "
+                              f"you mean; to load the rest anyway, pass {OPT_IN}")
     categories = {
-        "norms_not_in_checkpoint": missing,
+        "norms_not_in_checkpoint": [k for k in missing if _OUTPUT_NORM.match(k)],
         "norms_not_in_model": [k for k in extra if _OUTPUT_NORM.match(k)],
         "head_unused": [k for k in extra if _HEAD.match(k)],
-        "unexpected": [k for k in extra if not (_OUTPUT_NORM.match(k) or _HEAD.match(k))],
+        "unexpected": unexpected,
+        "missing": missing_core,
+        "mismatched": mismatched,
     }
-    return {k: v for k, v in state_dict.items() if k in expected}, categories
+    fits = {k: v for k, v in state_dict.items() if k in expected and v.shape == expected[k].shape}
+    return fits, categories

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import atomic_path
 from ..version import __version__
 from .loader import Checkpoint
 
@@ -35,10 +36,10 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, backbone_on
     # Own, contiguous storage per tensor: safetensors refuses shared or strided tensors.
     tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
     metadata = checkpoint_metadata(checkpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == SAFETENSORS_SUFFIX:
-        from safetensors.torch import save_file
-        save_file(tensors, str(path), metadata=metadata)
-    else:
-        torch.save({"state_dict": tensors, "meta": metadata}, path)
+    with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
+        if path.suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save_file
+            save_file(tensors, str(tmp), metadata=metadata)
+        else:
+            torch.save({"state_dict": tensors, "meta": metadata}, tmp)
     return path
