@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Sequence
 
-COMMANDS = ("extract", "classify", "info", "convert", "lr-groups", "bench", "demo")
+COMMANDS = ("extract", "classify", "info", "convert", "lr-groups", "bench", "demo", "fcmae-show")
 
 
 def _module(name: str):

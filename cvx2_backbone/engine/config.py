@@ -12,7 +12,7 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-TASKS = {"mmdet": "detection", "mmseg": "segmentation"}
+TASKS = {"mmdet": "detection", "mmseg": "segmentation", "cvx2_backbone": "FCMAE pre-training"}
 
 
 def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
@@ -32,9 +32,10 @@ def scope_of(cfg: Config) -> str:
     """The config's ``default_scope`` ('mmdet' or 'mmseg'), which decides the task's conventions."""
     scope = cfg.get("default_scope")
     if scope not in TASKS:
-        raise ValueError(f"config default_scope is {scope!r}; the tools run detection (default_scope='mmdet') "
-                         "and segmentation (default_scope='mmseg') configs; inherit from an mmdet:: or mmseg:: "
-                         "base config or set default_scope")
+        raise ValueError(f"config default_scope is {scope!r}; the tools run detection (default_scope='mmdet'), "
+                         "segmentation (default_scope='mmseg') and FCMAE pre-training (default_scope="
+                         "'cvx2_backbone') configs; inherit from an mmdet:: or mmseg:: base config or set "
+                         "default_scope")
     return scope
 
 
@@ -61,6 +62,12 @@ def apply_train_args(cfg: Config, *, amp: bool = False, resume: str | None = Non
             raise RuntimeError("--auto-scale-lr needs auto_scale_lr=dict(enable=False, base_batch_size=N) in the "
                                "config, N being the total batch size its learning rate was tuned for")
         settings.enable = True
+        # mmengine scales by GPUs x batch per GPU; with gradient accumulation a step sees that many times more.
+        accumulation = cfg.optim_wrapper.get("accumulative_counts", 1)
+        if accumulation > 1:
+            settings.base_batch_size = settings.base_batch_size / accumulation
+            print_log(f"--auto-scale-lr: {accumulation} accumulated batches per step count in the total batch",
+                      logger="current")
     if resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif resume is not None:
