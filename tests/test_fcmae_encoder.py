@@ -209,3 +209,14 @@ def test_masked_input_errors():
         backbone.forward_masked(torch.randn(1, 3, 64, 64), torch.ones(1, 2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="grn_stats"):
         backbone.forward_masked(torch.randn(1, 3, 64, 64), torch.zeros(1, 2, 2, dtype=torch.bool), grn_stats="x")
+
+
+def test_padding_hidden_as_patches_leaves_the_features_unchanged():
+    from cvx2_backbone.fcmae.padding import padding_change
+
+    backbone = _backbone(arch=dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32]))
+    image = torch.randn(1, 3, 64, 96)
+    masked = padding_change(backbone, image, 192, "masked", border=0)
+    assert max(masked) < 1e-5, masked  # everywhere, the padded edge included
+    plain = padding_change(backbone, image, 192, "plain", border=32)
+    assert max(plain) > 1e-3, plain  # GRN pools over the padding

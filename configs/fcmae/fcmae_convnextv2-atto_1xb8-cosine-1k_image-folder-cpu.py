@@ -1,8 +1,8 @@
 # FCMAE on a small folder of your own images on one CPU (minutes to hours; `cvx2 fcmae-show` runs it): ConvNeXt
 # V2-atto, batch 8 at 224 px, 1000 iterations (100 warm-up, cosine to 0). Differs from the official recipe on
-# purpose, for short runs on little data: the lr is 10x the linear scaling rule's (1.5e-4 x 8 / 256 = 4.7e-6 would
-# barely move in 1000 steps), the loss regresses raw pixels (norm_pix_loss=False, so reconstructions are pictures
-# of the image, not of per-patch statistics) and the weights start from the backbone's std-0.02 init.
+# purpose, for short runs on little data: lr 1e-3, far above the linear scaling rule's 1.5e-4 x 8 / 256 = 4.7e-6,
+# which barely moves in 1000 steps; the loss regresses raw pixels (norm_pix_loss=False, so reconstructions are
+# pictures of the image, not of per-patch statistics); the weights start from the backbone's std-0.02 init.
 _base_ = [
     '../_base_/models/fcmae_convnextv2.py',
     '../_base_/datasets/image-folder_fcmae-224.py',
@@ -16,7 +16,7 @@ train_dataloader = dict(
     sampler=dict(type='InfiniteSampler', shuffle=True))
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1.5e-3 * 8 / 256, betas=(0.9, 0.95), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),

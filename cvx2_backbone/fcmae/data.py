@@ -106,7 +106,7 @@ class ImageFolder(BaseDataset):
 
 @TRANSFORMS.register_module()
 class LoadImage:
-    """Read ``results['img_path']`` with PIL as RGB into ``results['img']``; None (another image is drawn) on failure."""
+    """Read ``results['img_path']`` as RGB (PIL) into ``results['img']``; None (another image is drawn) on failure."""
 
     def __call__(self, results: dict) -> dict | None:
         try:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
+from ..benchmark import _threads
 from .data import scan_images
 from .masking import check_mask_ratio
 from .show import Scores, loss_history, sample_photos, write_pictures
@@ -129,17 +129,6 @@ def _link_images(paths: Sequence[Path], folder: Path) -> Path:
     for i, path in enumerate(paths):
         (folder / f"{i:04d}_{path.name}").symlink_to(path.resolve())
     return folder
-
-
-@contextmanager
-def _threads(threads: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(cfg, paths: Sequence[Path], output: Path, iters: int | None):

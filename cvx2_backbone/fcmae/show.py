@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from .masking import patchify, unpatchify, upsample_mask
+from .masking import patchify, upsample_mask
 
 # Real photographs that ship inside installed packages (matplotlib always comes with mmengine).
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
