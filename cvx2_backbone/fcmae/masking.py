@@ -45,7 +45,7 @@ def upsample_mask(mask: Tensor, scale: int) -> Tensor:
 
 
 def patchify(images: Tensor, patch: int) -> Tensor:
-    """(N, C, H, W) -> (N, L, patch*patch*C), a patch's pixels ordered (row, column, channel) as in the official code."""
+    """(N, C, H, W) -> (N, L, patch*patch*C); a patch's pixels ordered (row, column, channel), as officially."""
     n, c, h, w = images.shape
     x = images.reshape(n, c, h // patch, patch, w // patch, patch)
     return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // patch) * (w // patch), patch * patch * c)
