@@ -220,3 +220,26 @@ def test_padding_hidden_as_patches_leaves_the_features_unchanged():
     assert max(masked) < 1e-5, masked  # everywhere, the padded edge included
     plain = padding_change(backbone, image, 192, "plain", border=32)
     assert max(plain) > 1e-3, plain  # GRN pools over the padding
+
+
+def test_grn_gradients_stay_finite_where_a_channel_is_zero_on_every_visible_site():
+    from cvx2_backbone.fcmae.encoder import Sites, grn_dense, grn_rows
+
+    backbone = _backbone(arch=dict(depths=[1, 1, 1, 1], dims=[8, 8, 8, 8]))
+    grn = backbone.stages[0][0].grn
+    x = torch.randn(2, 4, 4, 32)
+    x[0, ..., 5] = 0  # e.g. GELU outputs that underflow to 0 everywhere
+    visible = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5
+    visible[:, 0, 0] = True
+    sites = Sites.of(visible, x.dtype)
+    grads = []
+    for run in ("rows", "dense"):
+        leaf = x.clone().requires_grad_()
+        if run == "rows":
+            out = grn_rows(grn, leaf.reshape(-1, 32).index_select(0, sites.index), sites, 2, "image")
+        else:
+            out = grn_dense(grn, leaf, sites.keep.permute(0, 2, 3, 1), "image").reshape(-1, 32)[sites.index]
+        out.sum().backward()
+        grads.append(leaf.grad)
+    assert torch.isfinite(grads[0]).all()
+    torch.testing.assert_close(grads[0], grads[1])

@@ -111,10 +111,16 @@ def grn_rows(grn: nn.Module, rows: Tensor, sites: Sites, batch: int, grn_stats: 
     squares = rows.to(dtype).square()
     if grn_stats == "image":
         sums = squares.new_zeros(batch, rows.shape[1]).index_add_(0, sites.image, squares)
-        nx = _normalized(sums.sqrt(), eps).to(rows.dtype)[sites.image]
+        nx = _normalized(_norm_of_sums(sums), eps).to(rows.dtype)[sites.image]
     else:
-        nx = _normalized(squares.sum(dim=0, keepdim=True).sqrt(), eps).to(rows.dtype)
+        nx = _normalized(_norm_of_sums(squares.sum(dim=0, keepdim=True)), eps).to(rows.dtype)
     return gamma * (rows * nx) + beta + rows
+
+
+def _norm_of_sums(sums: Tensor) -> Tensor:
+    """sqrt of sums of squares, with gradient 0 where a sum is 0 (as torch's norms), not sqrt's infinite one."""
+    positive = sums > 0
+    return torch.where(positive, sums, torch.ones_like(sums)).sqrt() * positive
 
 
 def _branch_tail(block: nn.Module, x: Tensor) -> Tensor:

@@ -28,6 +28,11 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 INITS = ("official", "convnext")
 
 
+def _patch_stats(patches: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-patch mean and std of the official ``norm_pix_loss``: (var + 1e-6) ** 0.5, var unbiased."""
+    return patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+
+
 @MODELS.register_module()
 class FCMAE(BaseModel):
     """ConvNeXt V2 masked-autoencoder pre-training (``type='cvx2_backbone.FCMAE'``).
@@ -140,8 +145,8 @@ class FCMAE(BaseModel):
         """(N, L, patch*patch*C) pixels per patch, normalised per patch when ``norm_pix_loss``."""
         target = patchify(images, self.patch_size)
         if self.norm_pix_loss:
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
+            mean, std = _patch_stats(target)
+            target = (target - mean) / std
         return target
 
     @staticmethod
@@ -164,8 +169,8 @@ class FCMAE(BaseModel):
         prediction = self.as_patches(self.decode(self.encode(images, mask), mask)).to(images.dtype)
         target = patchify(images, self.patch_size)
         if self.norm_pix_loss:
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            prediction = prediction * (var + 1.0e-6) ** 0.5 + mean
+            mean, std = _patch_stats(target)
+            prediction = prediction * std + mean
         hidden = mask.reshape(mask.shape[0], -1, 1).to(images.dtype)
         patches = target * (1 - hidden) + prediction * hidden
         return unpatchify(patches, self.patch_size, tuple(mask.shape[1:]), images.shape[1])
@@ -180,8 +185,8 @@ class FCMAE(BaseModel):
         """
         if mode not in ("loss", "tensor", "predict"):
             raise ValueError(f"mode must be 'loss', 'tensor' or 'predict', got {mode!r}")
-        mask = self.random_mask(inputs) if mask is None else mask.to(inputs.device, torch.bool)
         self.grid(inputs)
+        mask = self.random_mask(inputs) if mask is None else mask.to(inputs.device, torch.bool)
         if mode == "predict":
             return [{"reconstruction": image, "mask": m} for image, m in zip(self.reconstruct(inputs, mask), mask)]
         prediction = self.decode(self.encode(inputs, mask), mask)
