@@ -266,3 +266,12 @@ def test_image_folder_errors(tmp_path):
         ImageFolder(data_root=str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="does not exist"):
         ImageFolder(data_root=str(tmp_path / "missing"))
+
+
+def test_image_folder_reads_a_linked_folder_once(tmp_path):
+    root = tmp_path / "images"
+    _write_image(root / "real/a.png", (64, 64))
+    (root / "again").symlink_to(root / "real")
+    (root / "real/loop").symlink_to(root)  # a cycle
+    dataset = ImageFolder(data_root=str(root))
+    assert len(dataset) == 1

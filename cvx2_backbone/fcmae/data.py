@@ -45,8 +45,13 @@ def scan_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTEN
         raise ValueError(f"image folder {str(root)!r} does not exist or is not a folder; point data_root at a "
                          "folder of .jpg/.png images (sub-folders are searched too)")
     suffixes = tuple(e.lower() for e in extensions)
-    files, others = [], []
+    files, others, seen = [], [], set()
     for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a linked folder met twice (or a link cycle): read it once
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs.sort()
         for name in sorted(names):
             (files if name.lower().endswith(suffixes) else others).append(os.path.join(folder, name))
