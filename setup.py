@@ -47,7 +47,8 @@ setup(
         "hf": HF,
         "deploy": DEPLOY,
         "all": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib"])),
-        "test": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib", "pytest>=7", "pytest-timeout"])),
+        # scikit-image: only its bundled photos, for the FCMAE reconstruction tests (`cvx2 fcmae-show`).
+        "test": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib", "pytest>=7", "pytest-timeout", "scikit-image"])),
     },
     entry_points={"console_scripts": ["cvx2=cvx2_backbone.cli:main"]},
     classifiers=[

@@ -598,6 +598,16 @@ class ConvNeXt(BaseModule):
         from .lr_decay import backbone_layer_depth
         return backbone_layer_depth(self, param_name, prefix)
 
+    # --- masked forward (FCMAE), implemented in cvx2_backbone.fcmae ---------------------------
+    def forward_masked(self, x: Tensor, mask: Tensor, grn_stats: str = "image",
+                       impl: str = "gather") -> tuple[Tensor, ...]:
+        """Every stage's output with the patches of ``mask`` ((N, H/32, W/32), True = hidden) removed.
+
+        The official sparse FCMAE encoder's semantics on dense tensors; see :mod:`cvx2_backbone.fcmae.encoder`.
+        """
+        from .fcmae.encoder import masked_forward
+        return masked_forward(self, x, mask, grn_stats, impl)
+
 
 @MODELS.register_module()
 class ConvNeXtV2(ConvNeXt):

@@ -14,7 +14,7 @@ from mmengine.logging import print_log
 
 from ..usage import UsageError
 
-TASKS = {"mmdet": "detection", "mmseg": "segmentation"}
+TASKS = {"mmdet": "detection", "mmseg": "segmentation", "cvx2_backbone": "FCMAE pre-training"}
 EXAMPLE_CONFIG = "configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py"
 
 
@@ -49,9 +49,10 @@ def scope_of(cfg: Config) -> str:
     """The config's ``default_scope`` ('mmdet' or 'mmseg'), which decides the task's conventions."""
     scope = cfg.get("default_scope")
     if scope not in TASKS:
-        raise ConfigError(f"config default_scope is {scope!r}; the tools run detection (default_scope='mmdet') "
-                         "and segmentation (default_scope='mmseg') configs; inherit from an mmdet:: or mmseg:: "
-                         "base config or set default_scope")
+        raise ConfigError(f"config default_scope is {scope!r}; the tools run detection (default_scope='mmdet'), "
+                         "segmentation (default_scope='mmseg') and FCMAE pre-training (default_scope="
+                         "'cvx2_backbone') configs; inherit from an mmdet:: or mmseg:: base config or set "
+                         "default_scope")
     return scope
 
 
@@ -86,6 +87,12 @@ def apply_train_args(cfg: Config, *, amp: bool = False, resume: str | None = Non
             raise ConfigError("--auto-scale-lr needs auto_scale_lr=dict(enable=False, base_batch_size=N) in the "
                                "config, N being the total batch size its learning rate was tuned for")
         settings.enable = True
+        # mmengine scales by GPUs x batch per GPU; with gradient accumulation a step sees that many times more.
+        accumulation = cfg.optim_wrapper.get("accumulative_counts", 1)
+        if accumulation > 1:
+            settings.base_batch_size = settings.base_batch_size / accumulation
+            print_log(f"--auto-scale-lr: {accumulation} accumulated batches per step count in the total batch",
+                      logger="current")
     if resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif resume is not None:

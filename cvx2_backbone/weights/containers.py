@@ -68,6 +68,8 @@ def unwrap(obj: Any, prefix: str | None = None) -> Unwrapped:
         result.state_dict = _select(state, "backbone.", result, explicit=False)
     elif any(k.startswith("encoder.downsample_layers.") for k in state):
         result.state_dict = _select(state, "encoder.", result, explicit=False)
+        if "mask_token" in result.discarded:
+            result.notes.append("an FCMAE pre-training checkpoint: only its encoder belongs to the backbone")
     else:
         result.state_dict = state
     if not result.state_dict:

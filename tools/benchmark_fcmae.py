@@ -1,0 +1,10 @@
+"""Time an FCMAE training step against a dense forward + backward of the backbone (docs/fcmae.md)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
+
+from cvx2_backbone.fcmae.speed import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
