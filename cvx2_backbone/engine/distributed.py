@@ -14,8 +14,9 @@ from datetime import timedelta
 
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
+
+from ..registry import MODEL_WRAPPERS
 
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 DEFAULT_PORT = "29500"
