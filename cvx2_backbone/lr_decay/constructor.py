@@ -4,8 +4,9 @@ Registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS``, so configs under `
 mmdet and mmseg find it by its plain name (the public contract), and as
 ``cvx2_backbone.ConvNeXtLayerDecayOptimizerConstructor`` in this package's child registry. It runs
 mmengine's default constructor first (``custom_keys``, ``bias_lr_mult``, ``dwconv_decay_mult``,
-``dcn_offset_lr_mult``, ``bypass_duplicate`` keep working), then multiplies every lr by its layer's scale, turns weight decay off for biases, norms,
-GRN and layer scale whatever their shapes, and merges parameters with equal settings into groups.
+``dcn_offset_lr_mult``, ``bypass_duplicate`` keep working), then multiplies every lr by its layer's
+scale, turns weight decay off for biases, norms, GRN and layer scale whatever their shapes, and
+merges parameters with equal settings into groups.
 """
 from __future__ import annotations
 
