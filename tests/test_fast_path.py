@@ -22,6 +22,7 @@ import copy
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2, ops
 from cvx2_backbone.benchmark import Case, make_step, peak_memory_mib, randomize_
@@ -142,6 +143,37 @@ def test_training_outputs_and_gradients_match_plain(cls, batch, num_threads, thr
     assert_outputs_close(outputs, expected, FP32_RTOL)
     assert len(grads) == 1 + len(list(model.parameters()))
     assert_grads_close(grads, expected_grads, GRAD_RTOL)
+
+
+@pytest.mark.parametrize("cls", [ConvNeXtV2, ConvNeXt])
+def test_training_with_onednn_1x1_convolutions_matches_plain(cls, monkeypatch, threads):
+    """Where oneDNN is the preferred GEMM (AVX-512 CPUs), the pointwise layers train as 1x1 convolutions."""
+    threads(2)  # torch runs small 1x1 convolutions on oneDNN with several threads
+    monkeypatch.setattr(linear, "preferred", lambda: linear.OneDnnLinears)
+    model, plain = build(cls, layer_scale="trained")
+    model.train(), plain.train()
+    x = torch.randn(2, 3, 65, 97)
+    upstream = upstream_for(plain, x)
+    with _RecordOps() as recorded:
+        outputs, kernels, grads = run(model, x, upstream)
+    expected, _, expected_grads = run(plain, x, upstream)
+    assert kernels == {ops.FOLDED_AUTOGRAD: BLOCKS}
+    assert recorded.pointwise_convolutions == 2 * BLOCKS  # pwconv1 and pwconv2 of every block
+    assert_outputs_close(outputs, expected, FP32_RTOL)
+    assert_grads_close(grads, expected_grads, GRAD_RTOL)
+
+
+class _RecordOps(TorchDispatchMode):
+    """Counts the 1x1 convolutions that run."""
+
+    def __init__(self):
+        super().__init__()
+        self.pointwise_convolutions = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ == "convolution" and tuple(args[1].shape[-2:]) == (1, 1):
+            self.pointwise_convolutions += 1
+        return func(*args, **(kwargs or {}))
 
 
 def test_eval_with_gradients_runs_the_autograd_kernel():
