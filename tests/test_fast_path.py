@@ -6,12 +6,15 @@ Tolerances (max |fast - plain| over an output or gradient, relative to its max |
   with different summation orders (folds, other GEMMs, blocked GRN statistics); measured ~1e-6.
   A real bug (a dropped beta, a wrong scale, a transposed weight) shows up at 1e-3 or more.
 * fp64: FP64_RTOL = 1e-10, which checks the algebra of the folds itself.
-* bf16 / fp16 autocast: outputs HALF_RTOL = 3e-2 (max-relative, as above); gradients by relative L2
-  error ||fast - plain|| / ||plain|| per tensor, HALF_GRAD_RTOL = 0.1 for bf16 and 0.03 for fp16.
-  Each path rounds to the half type at different points (bf16's epsilon is 2^-8 = 4e-3, fp16's
-  2^-11 = 5e-4) and gradients sum many rounded terms: measured up to 1e-2 (bf16) and 1e-3 (fp16)
-  on outputs, and 4e-2 / 1e-2 on gradients, where the plain path's own bf16 gradients are 8% (L2)
-  away from its fp32 ones. A real bug (the fp16 underflow of a folded layer scale) gave 0.55.
+* bf16 / fp16 autocast: outputs HALF_RTOL = 3e-2 (max-relative, as above). Gradients are judged
+  against the fp32 gradients of the plain path: per tensor, the fast path's relative L2 error
+  ||fast - fp32|| / ||fp32|| may be at most HALF_GRAD_FACTOR = 2 times the plain path's own
+  ||plain - fp32|| / ||fp32|| plus HALF_GRAD_SLACK (bf16 1e-2, fp16 2e-3): the fast path is as
+  accurate as the plain one, not merely close to it. Each path rounds to the half type at different
+  points (bf16's epsilon is 2^-8 = 4e-3, fp16's 2^-11 = 5e-4): the plain path's own bf16 gradients
+  are up to 12% (L2) away from fp32 with large activations, and the fast path's error was at most
+  1.6 times the plain path's (AMD EPYC, AVX2, 2026-12-01). A real bug (the fp16 underflow of a folded
+  layer scale) gave 0.55.
   The cases include V1's initial layer scale 1e-6 (folded into an fp16 weight it underflows: the
   relative error was 0.55), trained-like layer scales (1e-2..1) and activations whose fp16 sum of
   squares overflows.
@@ -31,7 +34,7 @@ from cvx2_backbone.ops import grn as grn_ops
 from cvx2_backbone.ops import linear
 
 FP32_RTOL, GRAD_RTOL, HALF_RTOL, FP64_RTOL = 1e-5, 1e-4, 3e-2, 1e-10
-HALF_GRAD_RTOL = {torch.bfloat16: 0.1, torch.float16: 0.03}
+HALF_GRAD_FACTOR, HALF_GRAD_SLACK = 2.0, {torch.bfloat16: 1e-2, torch.float16: 2e-3}
 SMALL = dict(depths=[1, 1, 2, 1], dims=[16, 24, 32, 40])
 BLOCKS = sum(SMALL["depths"])
 INFERENCE = ops.ONEDNN_INFERENCE if linear.preferred() is linear.OneDnnLinears else ops.BLAS_INFERENCE
@@ -277,23 +280,31 @@ def test_autocast_matches_plain(dtype, cls, mode, layer_scale, activation_scale)
     """Under autocast the fused kernels equal the plain block under the same autocast, outputs and gradients."""
     model, plain = build(cls, layer_scale=layer_scale, activation_scale=activation_scale)
     model.train(mode == "train"), plain.train(mode == "train")
-    x = torch.randn(2, 3, 32, 48)  # small: half precision runs on slow kernels on CPUs without native support
+    # small: half precision runs on slow kernels on CPUs without native support
+    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(2))
     upstream = upstream_for(plain, x) if mode == "train" else None
     with torch.set_grad_enabled(mode == "train"):
         outputs, kernels, grads = run(model, x, upstream, autocast=dtype)
         expected, _, expected_grads = run(plain, x, upstream, autocast=dtype)
+        _, _, fp32_grads = run(plain, x, upstream) if mode == "train" else (None, None, {})
     native = mode == "eval" and HALF_NATIVE[dtype]
     assert kernels == {INFERENCE if native else ops.FOLDED_AUTOGRAD: BLOCKS}
     assert_outputs_close(outputs, expected, HALF_RTOL)
     if mode == "train":
-        assert grads.keys() == expected_grads.keys()
+        assert grads.keys() == expected_grads.keys() == fp32_grads.keys()
         for name, grad in grads.items():
             assert torch.isfinite(grad).all(), name
-            error = ((grad - expected_grads[name]).norm() / expected_grads[name].norm().clamp_min(1e-30)).item()
-            assert error <= HALF_GRAD_RTOL[dtype], (name, error)
+            fast_error, plain_error = _l2_error(grad, fp32_grads[name]), _l2_error(expected_grads[name], fp32_grads[name])
+            assert fast_error <= HALF_GRAD_FACTOR * plain_error + HALF_GRAD_SLACK[dtype], (name, fast_error, plain_error)
     if activation_scale > 1:  # the case is what it claims: a naive fp16 sum of squares of GRN's input overflows
         hidden = _first_hidden(model, x, dtype)
         assert not torch.isfinite(hidden.half().pow(2).sum(dim=(1, 2))).all()
+
+
+def _l2_error(actual, expected):
+    """||actual - expected|| / ||expected|| in fp64."""
+    actual, expected = actual.double(), expected.double()
+    return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
 
 
 def _first_hidden(model, x, dtype):
