@@ -1,10 +1,10 @@
-"""Side-by-side speed and memory of this backbone, timm's and Hugging Face's ConvNeXt V2.
+"""Side-by-side speed and memory of this backbone, timm's, Hugging Face's, ONNX Runtime's and OpenVINO's ConvNeXt V2.
 
-All three get the same random weights (converted by :mod:`cvx2_backbone.weights`), must agree
-on their outputs, and are then timed interleaved in one process: every repeat runs each
-implementation in each case of one input size once, so load changes on a shared machine hit all
-of them alike; the median counts. Used by ``cvx2 bench`` and ``tools/benchmark.py``; see
-docs/performance.md.
+All get the same random weights (converted by :mod:`cvx2_backbone.weights`, or exported to ONNX
+by :func:`cvx2_backbone.runtimes.export_onnx`), must agree on their outputs, and are then timed
+interleaved in one process: every repeat runs each implementation in each case of one input size
+once, so load changes on a shared machine hit all of them alike; the median counts. Used by
+``cvx2 bench`` and ``tools/benchmark.py``; see docs/performance.md.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import platform
 import re
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -26,11 +27,15 @@ import torch
 from torch import Tensor, nn
 
 from .convnext import V2_ARCHS, ConvNeXtV2
+from .runtimes import RUNTIMES, Runtime, export_onnx
 
-IMPLS = ("cvx2", "timm", "hf", "reference")
-DEFAULT_IMPLS = ("cvx2", "timm", "hf")
-DEFAULT_CASES = ("infer-fp32", "infer-bf16", "train-fp32", "infer-fp32-compile", "train-fp32@det", "train-fp32-cp@det")
-_CASE = re.compile(r"^(?P<task>infer|train)-(?P<precision>fp32|bf16)(?P<cp>-cp)?(?P<compile>-compile)?(?P<det>@det)?$")
+IMPLS = ("cvx2", "timm", "hf", "reference", "ort", "openvino")
+DEFAULT_IMPLS = ("cvx2", "timm", "hf", "ort", "openvino")
+RATIO_IMPLS = ("timm", "ort", "openvino")  # every result is also given as a ratio to these, in the same case
+DEFAULT_CASES = ("infer-fp32", "infer-bf16", "infer-fp32@1x224", "infer-bf16@1x224", "infer-fp32@1x800x1216",
+                 "infer-bf16@1x800x1216", "train-fp32", "infer-fp32-compile", "train-fp32@det", "train-fp32-cp@det")
+_CASE = re.compile(r"^(?P<task>infer|train)-(?P<precision>fp32|bf16|fp16)(?P<cp>-cp)?(?P<compile>-compile)?"
+                   r"(?:@(?:(?P<det>det)|(?P<batch>\d+)x(?P<height>\d+)(?:x(?P<width>\d+))?))?$")
 # Settings outside the program that change CPU timings; recorded with the results.
 _ENVIRONMENT = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LD_PRELOAD", "MKL_NUM_THREADS")
 PARITY_RTOL = 1e-4  # max |difference| / max |output| between implementations, fp32, per stage
@@ -38,10 +43,11 @@ PARITY_RTOL = 1e-4  # max |difference| / max |output| between implementations, f
 
 @dataclass(frozen=True)
 class Case:
-    """One measured setting: ``{infer|train}-{fp32|bf16}[-cp][-compile][@det]``.
+    """One measured setting: ``{infer|train}-{fp32|bf16|fp16}[-cp][-compile][@det|@NxH[xW]]``.
 
     ``-cp`` turns on gradient checkpointing (``with_cp``; timm and Hugging Face use their own),
-    ``@det`` runs at the detection size instead of the classification size.
+    ``@det`` runs at the detection size (``--det-batch``, ``--det-resolution``) and ``@NxH[xW]`` at
+    N images of H x W (H x H) instead of the classification size (``--batch``, ``--resolution``).
     """
 
     name: str
@@ -50,17 +56,31 @@ class Case:
     checkpointing: bool
     compiled: bool
     detection: bool
+    shape: tuple[int, int, int] | None = None  # (batch, height, width) of an @NxH[xW] case
 
     @classmethod
     def parse(cls, name: str) -> "Case":
         match = _CASE.match(name)
         if match is None:
-            raise ValueError(f"unknown case {name!r}: write {{infer|train}}-{{fp32|bf16}}[-cp][-compile][@det], "
-                             f"e.g. {', '.join(DEFAULT_CASES)}")
+            raise ValueError(f"unknown case {name!r}: write {{infer|train}}-{{fp32|bf16|fp16}}[-cp][-compile]"
+                             f"[@det|@NxH[xW]], e.g. {', '.join(DEFAULT_CASES)}")
         if match["cp"] and match["task"] != "train":
             raise ValueError(f"case {name!r}: gradient checkpointing (-cp) only matters for train cases")
+        shape = None
+        if match["batch"]:
+            shape = (int(match["batch"]), int(match["height"]), int(match["width"] or match["height"]))
+            if shape[0] < 1 or min(shape[1:]) < 32:
+                raise ValueError(f"case {name!r}: needs at least 1 image of at least 32x32 (the network's stride)")
         return cls(name, match["task"], match["precision"], bool(match["cp"]), bool(match["compile"]),
-                   bool(match["det"]))
+                   bool(match["det"]), shape)
+
+    def input_shape(self, config: "BenchConfig") -> tuple[int, int, int]:
+        """(batch, height, width) this case runs at."""
+        if self.shape is not None:
+            return self.shape
+        if self.detection:
+            return config.det_batch, config.det_resolution, config.det_resolution
+        return config.batch, config.resolution, config.resolution
 
 
 @dataclass
@@ -68,14 +88,14 @@ class BenchConfig:
     """What to measure; the defaults finish in a few minutes on a 2-core CPU."""
 
     sizes: Sequence[str] = ("tiny",)
-    cases: Sequence[str] = DEFAULT_CASES
+    cases: Sequence[str] | None = None  # None: default_cases(device)
     impls: Sequence[str] = DEFAULT_IMPLS
     batch: int = 8
     resolution: int = 224
     det_batch: int = 1
     det_resolution: int = 1024
     repeats: int = 5
-    det_repeats: int = 1
+    det_repeats: int = 3
     warmup: int = 1
     threads: int | None = None
     device: str = "auto"
@@ -91,12 +111,15 @@ class Result:
     case: str
     impl: str
     batch: int
-    resolution: int
+    resolution: int  # the height
+    width: int = 0
     seconds: list[float] = field(default_factory=list)
     img_per_s: float = 0.0
     ratio_to_timm: float | None = None
+    ratios: dict[str, float] = field(default_factory=dict)  # img/s over that of each of RATIO_IMPLS
     peak_mib: float | None = None
     compile_s: float | None = None
+    precision_used: str | None = None  # what a runtime reports it computed in
 
 
 # --- the three implementations, loaded with the same weights ---------------------------------
@@ -148,14 +171,39 @@ def _hf_model(size: str) -> nn.Module:
     return ConvNextV2Model(config)
 
 
-def build_models(size: str, impls: Sequence[str], seed: int) -> dict[str, nn.Module]:
-    """The requested implementations of ConvNeXt V2 ``size``, all holding the same random weights."""
+def _runtime(impl: str, ours: nn.Module, folder: str, threads: int) -> Runtime | None:
+    """ONNX Runtime or OpenVINO on this backbone's ONNX export, or None (with a note) if not installed."""
+    path = os.path.join(folder, "backbone.onnx")
+    try:
+        if not os.path.exists(path):
+            export_onnx(ours, path)
+        return RUNTIMES[impl](path, threads)
+    except ImportError as err:
+        print(f"note: {impl} is left out ({err.name} is not installed: pip install 'cvx2_backbone[deploy]')",
+              file=sys.stderr)
+        return None
+
+
+def build_models(size: str, impls: Sequence[str], seed: int, device: torch.device | None = None,
+                 threads: int | None = None) -> dict[str, nn.Module]:
+    """The requested implementations of ConvNeXt V2 ``size``, all holding the same random weights.
+
+    ``ort`` and ``openvino`` run on the CPU with ``threads`` threads (torch's count by default);
+    they are left out for other devices.
+    """
     if size not in V2_ARCHS:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(V2_ARCHS)}")
     ours = randomize_(ConvNeXtV2(size, out_norm=False), seed)
     state = ours.state_dict()
     models: dict[str, nn.Module] = {}
+    folder = tempfile.TemporaryDirectory(prefix="cvx2-bench-")
     for impl in impls:
+        if impl in RUNTIMES:
+            if device is not None and device.type != "cpu":
+                print(f"note: {impl} runs on the CPU only, so it is left out on {device}", file=sys.stderr)
+            elif (runtime := _runtime(impl, ours, folder.name, threads or torch.get_num_threads())) is not None:
+                models[impl] = runtime
+            continue
         if impl == "cvx2":
             models[impl] = ours
         elif impl == "reference":
@@ -174,6 +222,7 @@ def build_models(size: str, impls: Sequence[str], seed: int) -> dict[str, nn.Mod
             _transfer(state, models[impl])
         else:
             raise ValueError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
+    folder.cleanup()
     return models
 
 
@@ -200,6 +249,8 @@ def check_parity(models: Mapping[str, nn.Module], x: Tensor) -> dict[str, float]
 
 # --- measuring --------------------------------------------------------------------------------
 def _has_checkpointing(impl: str, model: nn.Module) -> bool:
+    if isinstance(model, Runtime):
+        return False
     return impl != "hf" or getattr(model, "supports_gradient_checkpointing", False)
 
 
@@ -209,10 +260,8 @@ def _set_checkpointing(impl: str, model: nn.Module, enabled: bool) -> None:
         model.with_cp = enabled
     elif impl == "timm":
         model.set_grad_checkpointing(enabled)
-    elif _has_checkpointing(impl, model) and enabled:
-        model.gradient_checkpointing_enable()
-    elif _has_checkpointing(impl, model):
-        model.gradient_checkpointing_disable()
+    elif impl == "hf" and _has_checkpointing(impl, model):
+        model.gradient_checkpointing_enable() if enabled else model.gradient_checkpointing_disable()
 
 
 def make_step(impl: str, model: nn.Module, case: Case, x: Tensor) -> Callable[[], None]:
@@ -221,10 +270,12 @@ def make_step(impl: str, model: nn.Module, case: Case, x: Tensor) -> Callable[[]
     The step sets the model's mode and checkpointing itself, so steps of different cases can
     share a model and run interleaved.
     """
+    if isinstance(model, Runtime):
+        return _runtime_step(model, case, x)
     if case.checkpointing and not _has_checkpointing(impl, model):
         raise NotImplementedError(f"{impl} has no gradient checkpointing")
     run = torch.compile(model) if case.compiled else model
-    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16")
+    autocast = torch.autocast(x.device.type, dtype=_DTYPES[case.precision], enabled=case.precision != "fp32")
     params = [p for p in model.parameters() if p.requires_grad]
 
     def prepare() -> None:
@@ -244,6 +295,21 @@ def make_step(impl: str, model: nn.Module, case: Case, x: Tensor) -> Callable[[]
             sum(out.float().mean() for out in outputs).backward()
             for param in params:  # as an optimizer step with zero_grad(set_to_none=True) would
                 param.grad = None
+    return step
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _runtime_step(model: Runtime, case: Case, x: Tensor) -> Callable[[], None]:
+    """An inference call of ONNX Runtime or OpenVINO in the case's precision (inference cases only)."""
+    if case.task != "infer" or case.compiled:
+        raise NotImplementedError(f"{model.name} runs eager inference only")
+    if case.precision not in model.precisions:
+        raise NotImplementedError(f"{model.name} has no {case.precision} mode")
+
+    def step() -> None:
+        model.run(x, case.precision)
     return step
 
 
@@ -312,14 +378,13 @@ def _device(name: str) -> torch.device:
 
 def run_group(size: str, cases: Sequence[Case], models: Mapping[str, nn.Module], config: BenchConfig,
               device: torch.device) -> list[Result]:
-    """Time (and measure the memory of) every implementation in cases of one input size, all interleaved.
+    """Time (and measure the memory of) every implementation in cases of one input shape, all interleaved.
 
     Interleaving across cases too makes ratios between cases (bf16 against fp32, compiled
     against eager) as fair as those between implementations.
     """
-    detection = cases[0].detection
-    batch, resolution = (config.det_batch, config.det_resolution) if detection else (config.batch, config.resolution)
-    x = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(config.seed)).to(device)
+    batch, height, width = cases[0].input_shape(config)
+    x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(config.seed)).to(device)
     steps, results = {}, {}
     for case in cases:
         for impl, model in models.items():
@@ -329,49 +394,72 @@ def run_group(size: str, cases: Sequence[Case], models: Mapping[str, nn.Module],
                 print(f"note: {case.name}: {err}, so it is left out", file=sys.stderr)
                 continue
             key = (case.name, impl)
-            steps[key], results[key] = step, Result(size, case.name, impl, batch, resolution)
+            steps[key], results[key] = step, Result(size, case.name, impl, batch, height, width)
+            measure_memory = config.memory and not isinstance(model, Runtime)  # runtimes allocate outside torch
             start = time.perf_counter()
             for call in range(config.warmup):
-                if config.memory and not case.compiled and call == config.warmup - 1:  # saves a call at 1024x1024
+                if measure_memory and not case.compiled and call == config.warmup - 1:  # saves a call when large
                     results[key].peak_mib = peak_memory_mib(step, device)
                 else:
                     step()
             if case.compiled:
                 results[key].compile_s = time.perf_counter() - start
-    repeats = config.det_repeats if detection else config.repeats
+            if isinstance(model, Runtime):
+                results[key].precision_used = model.precision_used(case.precision)
+    classification = config.batch * config.resolution ** 2
+    repeats = config.repeats if batch * height * width <= classification else config.det_repeats
     for key, seconds in time_interleaved(steps, repeats, device).items():
         results[key].seconds = seconds
         results[key].img_per_s = batch / statistics.median(seconds)
     for key, step in steps.items():
-        if config.memory and results[key].peak_mib is None:
+        if config.memory and results[key].peak_mib is None and not isinstance(models[key[1]], Runtime):
             results[key].peak_mib = peak_memory_mib(step, device)
     for (case, _), result in results.items():
-        timm = results.get((case, "timm"))
-        result.ratio_to_timm = result.img_per_s / timm.img_per_s if timm else None
+        for other in RATIO_IMPLS:
+            if (case, other) in results:
+                result.ratios[other] = result.img_per_s / results[(case, other)].img_per_s
+        result.ratio_to_timm = result.ratios.get("timm")
     for impl, model in models.items():  # leave the models as built
         _set_checkpointing(impl, model, False)
         model.zero_grad(set_to_none=True)
     return list(results.values())
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX, as oneDNN reports)."""
+    return device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def default_cases(device: torch.device) -> list[str]:
+    """:data:`DEFAULT_CASES`, without the bf16 ones on CPUs that only emulate bf16 (they take 10-50x longer there)."""
+    if native_bf16(device):
+        return list(DEFAULT_CASES)
+    print("note: this CPU has no native bf16 (AVX512-BF16 or AMX), so the default bf16 cases are left out; "
+          "name them in --cases to run them anyway", file=sys.stderr)
+    return [name for name in DEFAULT_CASES if Case.parse(name).precision != "bf16"]
+
+
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """Measure every size and case of ``config``; returns the JSON-ready report."""
-    cases = [Case.parse(name) for name in config.cases]
     device = _device(config.device)
+    cases = [Case.parse(name) for name in (config.cases if config.cases is not None else default_cases(device))]
     report = {"meta": _meta(config, device), "parity": {}, "results": []}
     with _threads(config.threads):
         report["meta"]["threads"] = torch.get_num_threads()
         for size in config.sizes:
-            models = {impl: model.to(device) for impl, model in build_models(size, config.impls, config.seed).items()}
+            models = {impl: model.to(device) for impl, model in build_models(size, config.impls, config.seed, device,
+                                                                             torch.get_num_threads()).items()}
             probe = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(config.seed)).to(device)
             report["parity"][size] = check_parity(models, probe)
             log(f"{size}: outputs agree (relative max difference to cvx2: "
                 + ", ".join(f"{k} {v:.1e}" for k, v in report["parity"][size].items()) + ")")
-            for group in ([c for c in cases if not c.detection], [c for c in cases if c.detection]):
-                if group:
-                    results = run_group(size, group, models, config, device)
-                    report["results"].extend(asdict(r) for r in results)
-                    log(format_table(results))
+            groups: dict[tuple, list[Case]] = {}
+            for case in cases:
+                groups.setdefault(case.input_shape(config), []).append(case)
+            for group in groups.values():
+                results = run_group(size, group, models, config, device)
+                report["results"].extend(asdict(r) for r in results)
+                log(format_table(results))
     report["summary"] = summarize(report["results"])
     return report
 
@@ -384,23 +472,33 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def _meta(config: BenchConfig, device: torch.device) -> dict:
+def _version(package: str) -> str | None:
     try:
-        import transformers
-        hf_version = transformers.__version__
+        return __import__(package).__version__
     except ImportError:
-        hf_version = None
+        return None
+
+
+def _meta(config: BenchConfig, device: torch.device) -> dict:
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.platform(), "processor": _cpu_name(),
         "cpu_count": os.cpu_count(), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "timm": timm.__version__, "transformers": hf_version,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native_bf16(device),
+        "torch": torch.__version__, "timm": timm.__version__, "transformers": _version("transformers"),
+        "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino"),
         "environment": {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ},
         "config": asdict(config),
     }
 
 
 # --- reporting --------------------------------------------------------------------------------
+def input_label(result: Mapping) -> str:
+    """``8x224`` for 8 images of 224 x 224, ``1x800x1216`` for one of 800 x 1216."""
+    height, width = result["resolution"], result.get("width") or result["resolution"]
+    return f"{result['batch']}x{height}" + (f"x{width}" if width != height else "")
+
+
 def summarize(results: Sequence[Mapping]) -> dict:
     """The issue's targets from the measured results (only those whose cases were run)."""
     def find(case: str, impl: str, size: str) -> Mapping | None:
@@ -415,9 +513,23 @@ def summarize(results: Sequence[Mapping]) -> dict:
             ours, timm = find(case, "cvx2", size), find(case, "timm", size)
             if ours and timm:
                 checks[label] = {"value": ours["img_per_s"] / timm["img_per_s"], "target": goal}
-        fp32, bf16 = find("infer-fp32", "cvx2", size), find("infer-bf16", "cvx2", size)
-        if fp32 and bf16:
-            checks["bf16 vs fp32 inference"] = {"value": bf16["img_per_s"] / fp32["img_per_s"], "target": 2.0}
+        for ours in (r for r in results if r["impl"] == "cvx2" and r["size"] == size):
+            parsed = Case.parse(ours["case"])
+            if parsed.task != "infer" or parsed.compiled:
+                continue
+            where = input_label(ours)
+            ort, openvino = find(ours["case"], "ort", size), find(ours["case"], "openvino", size)
+            if parsed.precision == "fp32" and ort:
+                checks[f"eager fp32 inference vs ONNX Runtime ({where})"] = {
+                    "value": ours["img_per_s"] / ort["img_per_s"], "target": 1.2}
+            if parsed.precision == "bf16" and openvino:
+                runs_in = openvino.get("precision_used") or "bf16"
+                checks[f"bf16 inference vs OpenVINO {runs_in} ({where})"] = {
+                    "value": ours["img_per_s"] / openvino["img_per_s"], "target": 1.2}
+            fp32 = find(ours["case"].replace("-bf16", "-fp32", 1), "cvx2", size)
+            if parsed.precision == "bf16" and fp32:
+                checks[f"bf16 vs fp32 inference ({where})"] = {"value": ours["img_per_s"] / fp32["img_per_s"],
+                                                               "target": 2.0}
         plain, cp = find("train-fp32@det", "cvx2", size), find("train-fp32-cp@det", "cvx2", size)
         if plain and cp and plain["peak_mib"] and cp["peak_mib"] is not None:
             checks["with_cp training memory saving"] = {"value": 1 - cp["peak_mib"] / plain["peak_mib"], "target": 0.4}
@@ -427,34 +539,38 @@ def summarize(results: Sequence[Mapping]) -> dict:
     return summary
 
 
+def _cells(r: Mapping) -> list[str]:
+    ratios = r.get("ratios") or ({"timm": r["ratio_to_timm"]} if r.get("ratio_to_timm") else {})
+    return [r["size"], r["case"], input_label(r), r["impl"], f"{r['img_per_s']:.2f}",
+            *(f"{ratios[other]:.2f}" if other in ratios else "-" for other in RATIO_IMPLS),
+            f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-", r.get("precision_used") or ""]
+
+
+_HEADER = ["size", "case", "input", "impl", "img/s", *(f"x {other}" for other in RATIO_IMPLS), "peak MiB", "runs in"]
+
+
 def format_table(results: Sequence[Mapping | Result]) -> str:
-    """Aligned text table of results: img/s, ratio to timm, ms per call, peak memory."""
-    rows = [["size", "case", "input", "impl", "img/s", "x timm", "ms/call", "peak MiB", "compile s"]]
+    """Aligned text table of results: img/s, ratios to timm / ORT / OpenVINO, ms per call, peak memory."""
+    rows = [_HEADER[:-1] + ["ms/call", "compile s", "runs in"]]
     for r in (asdict(r) if isinstance(r, Result) else r for r in results):
-        rows.append([r["size"], r["case"], f"{r['batch']}x{r['resolution']}", r["impl"], f"{r['img_per_s']:.2f}",
-                     f"{r['ratio_to_timm']:.2f}" if r["ratio_to_timm"] is not None else "-",
-                     f"{1e3 * statistics.median(r['seconds']):.0f}",
-                     f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-",
-                     f"{r['compile_s']:.0f}" if r["compile_s"] is not None else "-"])
+        cells = _cells(r)
+        rows.append(cells[:-1] + [f"{1e3 * statistics.median(r['seconds']):.0f}",
+                                  f"{r['compile_s']:.0f}" if r["compile_s"] is not None else "-", cells[-1]])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(width) if i > 3 else cell.ljust(width)
-                       for i, (cell, width) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(cell.rjust(width) if 3 < i < len(row) - 1 else cell.ljust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
     return "\n".join(lines)
 
 
 def format_markdown(report: Mapping) -> str:
     """The results and targets as Markdown tables, with the date and machine (for a README)."""
     meta = report["meta"]
+    versions = ", ".join(f"{name} {meta[name]}" for name in ("torch", "timm", "transformers", "onnxruntime",
+                                                               "openvino") if meta.get(name))
     lines = [f"{meta['date'][:10]}, {meta['device']} ({meta['processor']}, {meta['cpu_count']} CPUs, "
-             f"{meta['threads']} threads), torch {meta['torch']}, timm {meta['timm']}, "
-             f"transformers {meta['transformers']}", "",
-             "| size | case | input | impl | img/s | x timm | peak MiB |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: |"]
-    for r in report["results"]:
-        ratio = f"{r['ratio_to_timm']:.2f}" if r["ratio_to_timm"] is not None else "-"
-        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
-        lines.append(f"| {r['size']} | {r['case']} | {r['batch']}x{r['resolution']} | {r['impl']} | "
-                     f"{r['img_per_s']:.2f} | {ratio} | {peak} |")
+             f"{meta['threads']} threads, {meta.get('cpu_capability', '?')}), {versions}", "",
+             "| " + " | ".join(_HEADER) + " |", "| --- | --- | --- | --- |" + " ---: |" * (len(_HEADER) - 5) + " --- |"]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in report["results"]]
     lines += ["", "| size | target | measured | goal | met |", "| --- | --- | ---: | ---: | --- |"]
     for size, checks in report["summary"].items():
         for label, check in checks.items():
@@ -483,17 +599,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = BenchConfig()
     parser.add_argument("--sizes", type=_names, default=",".join(defaults.sizes),
                         help=f"comma-separated ConvNeXt V2 sizes ({', '.join(V2_ARCHS)})")
-    parser.add_argument("--cases", type=_names, default=",".join(defaults.cases),
-                        help="comma-separated cases {infer|train}-{fp32|bf16}[-cp][-compile][@det]")
+    parser.add_argument("--cases", type=_names, default=None,
+                        help="comma-separated cases {infer|train}-{fp32|bf16|fp16}[-cp][-compile][@det|@NxH[xW]] "
+                             f"(default: {','.join(DEFAULT_CASES)}; bf16 ones only where the device runs bf16 "
+                             "natively)")
     parser.add_argument("--impls", type=_names, default=",".join(defaults.impls),
                         help=f"comma-separated implementations ({', '.join(IMPLS)}; reference: this "
-                             "backbone's plain path)")
+                             "backbone's plain path; ort and openvino: its ONNX export, CPU only)")
     parser.add_argument("--batch", type=int, default=defaults.batch, help="batch of the classification-size cases")
     parser.add_argument("--resolution", type=int, default=defaults.resolution, help="classification image size")
     parser.add_argument("--det-batch", type=int, default=defaults.det_batch, help="batch of the @det cases")
     parser.add_argument("--det-resolution", type=int, default=defaults.det_resolution, help="detection image size")
     parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed calls per implementation")
-    parser.add_argument("--det-repeats", type=int, default=defaults.det_repeats, help="timed calls in @det cases")
+    parser.add_argument("--det-repeats", type=int, default=defaults.det_repeats,
+                        help="timed calls in cases with more pixels than the classification size")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls first (compiles)")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda or auto")
@@ -520,7 +639,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for impl in args.impls:
         if impl not in IMPLS:
             raise ValueError(f"unknown implementation {impl!r} in --impls; choose from {', '.join(IMPLS)}")
-    for name in args.cases:
+    for name in args.cases or ():
         Case.parse(name)
     return BenchConfig(sizes=args.sizes, cases=args.cases, impls=args.impls, batch=args.batch,
                        resolution=args.resolution, det_batch=args.det_batch, det_resolution=args.det_resolution,

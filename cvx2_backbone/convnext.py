@@ -6,9 +6,9 @@ in every block and no layer scale. Parameter names follow the official code
 checkpoints load without renaming; the per-output LayerNorms are ``norm0``..``normN-1`` (and
 ``norm_stem``), outside ``stages``, as in the official detection code.
 
-The default forward keeps activations channels-last from end to end and folds GRN (and layer
-scale) into the second pointwise layer, so the 4x-wide hidden tensor is read as few times as
-possible. ``Block.forward_reference`` is the plain transcription of the paper, used by tests.
+Activations stay channels-last from end to end. Every block is the official formulation in
+plain torch ops; the fused kernels that compute it faster live in :mod:`cvx2_backbone.ops`
+(``fast_path='off'`` or ``CVX2_FAST_PATH=0`` turn them off).
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from timm.layers import DropPath, get_act_layer, trunc_normal_
-from timm.layers import activations as timm_activations
-from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
+from torch import Tensor, fx, nn
 
-from .registry import MODELS
+from .layer_ids import backbone_layer_depth
+from .ops import fused_block_kernel
+from .registry import MODELS, SCOPE, WEIGHT_INITIALIZERS
 from .selection import output_index, resolve_outputs
 
 # Presets as data: name -> (depths, dims).
@@ -43,6 +43,7 @@ V1_ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
 }
 
+FAST_PATH_MODES = ("auto", "off")
 NORM_EPS = 1e-6
 GRN_EPS = 1e-6
 
@@ -61,54 +62,24 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
-class _SpatialL2Norm(torch.autograd.Function):
-    """L2 norm over H and W of an NHWC tensor, per sample and channel, accumulated in ``dtype``.
+def _spatial_l2_norm(x: Tensor) -> Tensor:
+    """Gx: the L2 norm over H and W of an NHWC tensor, (N, 1, 1, C), in fp32 or wider under any autocast.
 
-    ``torch.linalg.vector_norm`` reduces over outer dimensions slowly on CPU (5-15x slower than
-    a pass over memory); summing the squares of cache-sized row blocks gives the same value.
+    The squares of fp16 activations above 256 overflow fp16, so the statistics never run in it.
+    (A plain function that ``torch.fx`` keeps as one call: it reads the input's dtype.)
     """
+    return torch.linalg.vector_norm(x.to(torch.promote_types(x.dtype, torch.float32)), ord=2, dim=(1, 2),
+                                    keepdim=True)
 
-    block_bytes = 2 << 20
 
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, dtype: torch.dtype) -> Tensor:
-        n, h, w, c = x.shape
-        if x.numel() == 0:  # an empty batch: no rows to sum (and no block size to divide by)
-            norm = x.new_zeros((n, c), dtype=dtype)
-            ctx.save_for_backward(x, norm)
-            return norm
-        rows = x.reshape(n, h * w, c)
-        block = max(1, min(h * w, _SpatialL2Norm.block_bytes // (n * c * torch.finfo(dtype).bits // 8)))
-        parts = rows.split(block, dim=1)
-        squares = torch.empty((n, block, c), dtype=dtype, device=x.device)
-        sums = torch.empty((len(parts), n, c), dtype=dtype, device=x.device)
-        for part, partial_sum in zip(parts, sums):
-            square = squares[:, :part.shape[1]]
-            if part.dtype == dtype:
-                torch.mul(part, part, out=square)
-            else:  # widen first: exact squares (mixed-dtype kernels are 40x slower than these two)
-                square.copy_(part).mul_(square)
-            torch.sum(square, dim=1, out=partial_sum)
-        total = sums.sum(dim=0)
-        norm = total.sqrt_()
-        ctx.save_for_backward(x, norm)
-        return norm
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        x, norm = ctx.saved_tensors
-        # d|x|/dx = x / |x|, taken as 0 where the norm is 0 (as torch.linalg.vector_norm does).
-        scale = torch.where(norm > 0, grad / norm, torch.zeros_like(norm))
-        return x * scale[:, None, None, :].to(x.dtype), None
+torch.fx.wrap("_spatial_l2_norm")
 
 
 class GRN(nn.Module):
-    """Global Response Normalization (ConvNeXt V2) on NHWC tensors.
+    """Global Response Normalization (ConvNeXt V2) on NHWC tensors: gamma * (x * Nx) + beta + x.
 
     ``gamma`` and ``beta`` are stored 1-D (the official code uses (1, 1, 1, C)); state dicts
-    holding either shape load. The per-channel statistics are computed in fp32 (or wider), so
-    autocast cannot overflow the L2 norm.
+    holding either shape load.
     """
 
     def __init__(self, dim: int, eps: float = GRN_EPS) -> None:
@@ -117,24 +88,8 @@ class GRN(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(dim))
         self.beta = nn.Parameter(torch.zeros(dim))
 
-    @staticmethod
-    def spatial_norm(x: Tensor, dtype: torch.dtype) -> Tensor:
-        """Gx: the L2 norm over H, W per sample and channel, (N, C) in ``dtype``."""
-        if x.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
-            return _SpatialL2Norm.apply(x, dtype)
-        return torch.linalg.vector_norm(x, ord=2, dim=(1, 2), dtype=dtype)
-
-    def response_scale(self, x: Tensor) -> Tensor:
-        """``1 + gamma * Nx`` per sample and channel, shape (N, C), in fp32 or wider: GRN(x) = x * scale + beta."""
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        gx = self.spatial_norm(x, dtype)
-        nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
-        return torch.addcmul(torch.ones_like(nx), self.gamma.to(dtype), nx)
-
     def forward(self, x: Tensor) -> Tensor:
-        """Reference formulation: gamma * (x * Nx) + beta + x."""
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True, dtype=dtype)
+        gx = _spatial_l2_norm(x)
         nx = (gx / (gx.mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
         return self.gamma * (x * nx) + self.beta + x
 
@@ -147,44 +102,12 @@ class GRN(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _find_onednn_linear() -> Any:
-    """oneDNN's CPU linear with fused epilogues (the kernel ``torch.compile`` uses), or None if this torch lacks it."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        op.default, op.binary  # noqa: B018 - both overloads must exist
-    except (AttributeError, RuntimeError):
-        return None
-    usable = torch.backends.mkldnn.is_available() and hasattr(torch, "get_autocast_dtype")
-    return op if usable else None
-
-
-@torch.compiler.assume_constant_result
-def _several_threads() -> bool:
-    """Whether torch runs CPU work on several threads (read once per compiled graph, without a graph break)."""
-    return torch.get_num_threads() > 1
-
-
 class Block(nn.Module):
     """ConvNeXt block: dwconv 7x7 -> LN -> Linear 4x -> act -> [GRN] -> Linear -> [layer scale] -> residual.
 
-    Three ways to run it, all computing the same function (see docs/performance.md):
-
-    * ``forward_reference``: the official code, line by line (tests compare against it);
-    * autograd path (training, GPU, ``torch.compile``): channels-last throughout, GRN's beta and
-      layer scale folded into pwconv2 (for a single image GRN's scale too, so the 4x-wide tensor
-      is never rescaled), GRN's statistics in fp32 blocks; on CPU the pointwise layers run as 1x1
-      convolutions where torch gives those to oneDNN, much faster than the BLAS behind ``F.linear``;
-    * CPU inference (no autograd needed): oneDNN linears with the bias and activation fused into
-      pwconv1 and the bias and residual fused into pwconv2, GRN's scale applied in place, or
-      folded into pwconv2 image by image where an image's hidden tensor outweighs that weight.
+    ``forward`` is the official formulation; where a fused kernel of :mod:`cvx2_backbone.ops`
+    computes the same function faster for a call (and ``fast_path`` is on), that kernel runs.
     """
-
-    _onednn_linear = _find_onednn_linear()
-    # Activations oneDNN fuses into pwconv1: module type -> (post-op, scalars, algorithm); nn.GELU is read.
-    _onednn_acts: dict[type, tuple[str, list, str]] = {
-        timm_activations.GELU: ("gelu", [None], "none"), timm_activations.GELUTanh: ("gelu", [None], "tanh"),
-        nn.ReLU: ("relu", [], ""), nn.SiLU: ("swish", [], ""),
-    }
 
     def __init__(
         self,
@@ -194,6 +117,7 @@ class Block(nn.Module):
         use_grn: bool = True,
         act_layer: type[nn.Module] = nn.GELU,
         mlp_ratio: int = 4,
+        fast_path: bool = True,
     ) -> None:
         super().__init__()
         hidden = mlp_ratio * dim
@@ -206,128 +130,13 @@ class Block(nn.Module):
         self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
                       if layer_scale_init_value and layer_scale_init_value > 0 else None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.use_reference = False
+        self.fast_path = fast_path
 
     def forward(self, x: Tensor) -> Tensor:
-        """NCHW (channels-last memory) in and out."""
-        if self.use_reference:
-            return self.forward_reference(x)
-        dtype = self._onednn_dtype(x)
-        if dtype is not None:
-            return self._forward_onednn(x, dtype)
-        return self._forward_autograd(x)
-
-    # --- the autograd path --------------------------------------------------------------------
-    def _forward_autograd(self, x: Tensor) -> Tensor:
-        shortcut = x
-        x = self.dwconv(x).permute(0, 2, 3, 1)  # NHWC view; contiguous for channels-last input
-        x = self.act(self._pointwise(self.norm(x), self.pwconv1.weight, self.pwconv1.bias))
-        x, scale = self._apply_grn_scale(x, inplace=False)
-        weight, bias = self._folded_pwconv2()
-        weight = weight if scale is None else weight * scale
-        x = self._pointwise(x, weight.to(x.dtype), bias.to(x.dtype)).to(self._branch_dtype(x.dtype))
-        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
-
-    def _branch_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The residual branch's dtype in the reference: layer scale (``gamma * x``) promotes it to gamma's."""
-        return dtype if self.gamma is None else torch.promote_types(dtype, self.gamma.dtype)
-
-    @staticmethod
-    def _pointwise(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """``F.linear`` on NHWC activations.
-
-        On CPU it runs as a 1x1 convolution of the NCHW view wherever torch gives such a
-        convolution to oneDNN (more than one thread, or a batch of 16 or more), whose GEMMs beat
-        the BLAS behind ``F.linear`` there by up to 2x, backward included.
-        """
-        if x.device.type == "cpu" and (x.shape[0] >= 16 or _several_threads()):
-            return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
-        return F.linear(x, weight, bias)
-
-    def _apply_grn_scale(self, x: Tensor, inplace: bool) -> tuple[Tensor, Tensor | None]:
-        """GRN(x) = x * s + beta with a per-sample, per-channel scale s (fp32).
-
-        A single image's s is returned to be folded into pwconv2's weight; for a batch, x is
-        rescaled (one pass) instead, since a per-sample weight would make N small GEMMs.
-        """
-        if self.grn is None:
-            return x, None
-        scale = self.grn.response_scale(x)
-        if x.shape[0] == 1:
-            return x, scale[0]
-        scale = scale[:, None, None, :].to(x.dtype)
-        return (x.mul_(scale) if inplace else x * scale), None
-
-    def _folded_pwconv2(self) -> tuple[Tensor, Tensor]:
-        """pwconv2's weight and bias with GRN's beta and the layer scale folded in.
-
-        pwconv2(x * s + beta) = (x * s) @ W^T + (W @ beta + b), and for one image x @ (W * s)^T
-        + (W @ beta + b); gamma * (x @ W^T + b) scales W's rows and b.
-        """
-        weight, bias = self.pwconv2.weight, self.pwconv2.bias
-        if self.grn is not None:
-            bias = torch.addmv(bias, weight, self.grn.beta)
-        if self.gamma is not None:
-            weight = weight * self.gamma[:, None]
-            bias = bias * self.gamma
-        return weight, bias
-
-    # --- the CPU inference path ---------------------------------------------------------------
-    def _onednn_dtype(self, x: Tensor) -> torch.dtype | None:
-        """The dtype to run the oneDNN inference path in, or None where it does not apply.
-
-        It applies on CPU when no gradient is needed, outside ``torch.compile``/``torch.export``
-        (which fuse on their own) and tracing (ONNX export), without active drop path, in fp32 or
-        bf16 (directly or under bf16 autocast).
-        """
-        if torch.compiler.is_compiling() or self._onednn_linear is None or x.device.type != "cpu":
-            return None
-        if torch.jit.is_tracing():
-            return None
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return None
-        if self.training and not isinstance(self.drop_path, nn.Identity):
-            return None
-        if torch.is_autocast_enabled("cpu"):
-            dtype = torch.get_autocast_dtype("cpu")
-            return dtype if dtype == torch.bfloat16 else None
-        dtype = self.pwconv1.weight.dtype
-        return dtype if dtype in (torch.float32, torch.bfloat16) and x.dtype == dtype else None
-
-    def _onednn_activation(self) -> tuple[str, list, str] | None:
-        """pwconv1's activation as a oneDNN post-op (name, scalars, algorithm), or None if it has none."""
-        if type(self.act) is nn.GELU:
-            return "gelu", [None], self.act.approximate
-        return self._onednn_acts.get(type(self.act))
-
-    def _forward_onednn(self, x: Tensor, dtype: torch.dtype) -> Tensor:
-        shortcut = x.permute(0, 2, 3, 1)
-        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1)).to(dtype)
-        w1, b1 = self.pwconv1.weight.to(dtype), self.pwconv1.bias.to(dtype)
-        w2, b2 = self._folded_pwconv2()
-        weights = (w1, b1, w2, b2.to(dtype))
-        n, h, w, c = y.shape
-        if n <= 1 or h * w < c:  # n == 0: an empty batch
-            out = self._onednn_mlp(y, shortcut, weights)
-        else:  # image by image: GRN's scale folds into pwconv2, and the 4x-wide tensor stays small and reused
-            out = torch.cat([self._onednn_mlp(y[i:i + 1], shortcut[i:i + 1], weights) for i in range(n)])
-        return out.permute(0, 3, 1, 2)
-
-    def _onednn_mlp(self, y: Tensor, shortcut: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
-        """pwconv1 (bias and activation fused), GRN, pwconv2 (bias and residual fused) on NHWC tensors."""
-        linear, (w1, b1, w2, b2) = self._onednn_linear, weights
-        act = self._onednn_activation()
-        h = linear(y, w1, b1, *act) if act is not None else self.act(linear(y, w1, b1, "none", [], ""))
-        h, scale = self._apply_grn_scale(h, inplace=True)
-        w2 = (w2 if scale is None else w2 * scale).to(h.dtype)
-        branch_dtype = self._branch_dtype(h.dtype)
-        if shortcut.dtype == h.dtype == branch_dtype and shortcut.is_contiguous():
-            return linear.binary(h, shortcut, w2, b2, "add")
-        return shortcut + linear(h, w2, b2, "none", [], "").to(branch_dtype)
-
-    # --- the reference ------------------------------------------------------------------------
-    def forward_reference(self, x: Tensor) -> Tensor:
-        """The block as the official code writes it (NCHW in, NCHW out)."""
+        """NCHW in and out (channels-last memory inside the backbone)."""
+        fused = fused_block_kernel(self, x)
+        if fused is not None:
+            return fused(self, x)
         shortcut = x
         x = self.dwconv(x)
         x = x.permute(0, 2, 3, 1)
@@ -399,6 +208,8 @@ class ConvNeXt(BaseModule):
         with_cp: gradient checkpointing per block (saves activation memory in training).
         patch_size: stem kernel and stride.
         hidden_act: activation in the MLP (timm name, or Hugging Face's ``gelu_new``/``gelu_pytorch_tanh``).
+        fast_path: ``'auto'`` runs each block on a fused kernel of :mod:`cvx2_backbone.ops` where one
+            applies (same function, faster); ``'off'``: always the plain ops.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=SRC)``.
     """
 
@@ -420,6 +231,7 @@ class ConvNeXt(BaseModule):
         with_cp: bool = False,
         patch_size: int = 4,
         hidden_act: str = "gelu",
+        fast_path: str = "auto",
         init_cfg: dict | list | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -433,6 +245,8 @@ class ConvNeXt(BaseModule):
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f"frozen_stages must be in -1..{num_stages} (0 or -1 freezes nothing), "
                              f"got {frozen_stages}")
+        if fast_path not in FAST_PATH_MODES:
+            raise ValueError(f"fast_path must be one of {FAST_PATH_MODES}, got {fast_path!r}")
         self.arch = arch
         self.in_channels = in_channels
         self.patch_size = patch_size
@@ -466,7 +280,8 @@ class ConvNeXt(BaseModule):
         first = 0
         for depth, dim in zip(self.depths, self.dims):
             self.stages.append(nn.Sequential(*[
-                Block(dim, rates[first + j], self.layer_scale_init_value, self.use_grn, act_layer)
+                Block(dim, rates[first + j], self.layer_scale_init_value, self.use_grn, act_layer,
+                      fast_path=fast_path == "auto")
                 for j in range(depth)]))
             first += depth
 
@@ -508,9 +323,7 @@ class ConvNeXt(BaseModule):
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` through this package's loader."""
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
-            from .weights import load_pretrained
-            load_pretrained(self, cfg["checkpoint"], prefix=cfg.get("prefix"),
-                            allow_partial=bool(cfg.get("allow_partial", False)))
+            WEIGHT_INITIALIZERS.build(dict(cfg, type=f"{SCOPE}.Pretrained"))(self)
             self._is_init = True
             return
         super().init_weights()
@@ -529,11 +342,22 @@ class ConvNeXt(BaseModule):
         self._freeze_stages()
         return self
 
+    @property
+    def fast_path(self) -> str:
+        """``'auto'`` if any block may run a fused kernel, else ``'off'``; assign either to switch."""
+        return "auto" if any(block.fast_path for block in self.modules() if isinstance(block, Block)) else "off"
+
+    @fast_path.setter
+    def fast_path(self, mode: str) -> None:
+        if mode not in FAST_PATH_MODES:
+            raise ValueError(f"fast_path must be one of {FAST_PATH_MODES}, got {mode!r}")
+        for block in self.modules():
+            if isinstance(block, Block):
+                block.fast_path = mode == "auto"
+
     def set_reference_path(self, enabled: bool = True) -> "ConvNeXt":
-        """Run every block through ``Block.forward_reference`` (for tests and benchmarks)."""
-        for module in self.modules():
-            if isinstance(module, Block):
-                module.use_reference = enabled
+        """Alias of ``fast_path = 'off' if enabled else 'auto'`` (every block on the plain ops)."""
+        self.fast_path = "off" if enabled else "auto"
         return self
 
     # --- forward -----------------------------------------------------------------------------
@@ -573,7 +397,8 @@ class ConvNeXt(BaseModule):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return the selected feature maps, in network order, as a tuple of contiguous NCHW tensors."""
-        self._check_input(x)
+        if not isinstance(x, fx.Proxy):  # torch.fx tracing passes a Proxy, which has no shape to check
+            self._check_input(x)
         x = x.contiguous(memory_format=torch.channels_last)
         wanted = set(self.out_features)
         last = output_index(self.out_features[-1])  # None: only the stem is wanted
@@ -593,9 +418,8 @@ class ConvNeXt(BaseModule):
     def get_layer_depth(self, param_name: str, prefix: str = "") -> tuple[int, int]:
         """Layer id of a parameter for layer-wise lr decay, and the number of layers.
 
-        See :func:`cvx2_backbone.lr_decay.convnext_layer_id` for the rule.
+        See :func:`cvx2_backbone.layer_ids.convnext_layer_id` for the rule.
         """
-        from .lr_decay import backbone_layer_depth
         return backbone_layer_depth(self, param_name, prefix)
 
     # --- masked forward (FCMAE), implemented in cvx2_backbone.fcmae ---------------------------

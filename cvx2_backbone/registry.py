@@ -1,15 +1,34 @@
 """mmengine registries of this package.
 
-The backbone lives in a child registry with scope ``cvx2_backbone`` under mmengine's root
-``MODELS``, so ``type='cvx2_backbone.ConvNeXtV2'`` resolves from mmdet's and mmseg's scopes
-alike without importing either of them here. FCMAE pre-training adds its image-folder dataset and
-transforms the same way.
+Everything the package registers lives in child registries with scope ``cvx2_backbone`` under
+mmengine's roots, so configs name it ``cvx2_backbone.<Name>`` (``type='cvx2_backbone.ConvNeXtV2'``,
+``type='cvx2_backbone.CPUAutocastOptimWrapper'``, ``type='cvx2_backbone.ImageFolder'``) from mmdet's
+and mmseg's scopes alike, without importing either of them here. The one exception is the
+layer-decay optimizer constructor, which the public contract names without a prefix: it is also
+registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS`` (see :mod:`cvx2_backbone.lr_decay`).
+
+``WEIGHT_INITIALIZERS`` holds this package's ``Pretrained`` loader; the backbone looks it up here
+(and mmengine imports :mod:`cvx2_backbone.weights.initializer` on first use), so the model module
+does not import the weights package, which imports the model.
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope="cvx2_backbone")
-DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope="cvx2_backbone")
-TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope="cvx2_backbone")
+SCOPE = "cvx2_backbone"
+MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE)
+DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE)
+TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE)
+MODEL_WRAPPERS = Registry("model_wrapper", parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE,
+                          locations=["cvx2_backbone.engine.distributed"])
+OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope=SCOPE,
+                          locations=["cvx2_backbone.engine.device"])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry("optimizer wrapper constructor", parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+                                      scope=SCOPE, locations=["cvx2_backbone.lr_decay.constructor"])
+WEIGHT_INITIALIZERS = Registry("weight initializer", parent=MMENGINE_WEIGHT_INITIALIZERS, scope=SCOPE,
+                               locations=["cvx2_backbone.weights.initializer"])

@@ -115,7 +115,7 @@ def test_stem_output_is_the_stem():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         stem, stage1 = model(x)
-        # The backbone runs channels-last inside; an NCHW stem conv sums in another order.
+        # The backbone runs channels-last inside; an NCHW stem convolution rounds differently (1e-6).
         expected_stem = model.downsample_layers[0](x.contiguous(memory_format=torch.channels_last))
     assert torch.equal(stem, expected_stem)
     assert torch.allclose(stage1, model.stages[0](expected_stem), atol=1e-6)

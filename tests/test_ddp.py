@@ -32,7 +32,7 @@ def test_two_process_cpu_ddp_trains_upernet(tmp_path, monkeypatch):
     # mmengine's environment report: launched by torchrun, 2 processes in the (gloo) group
     assert "Distributed launcher: pytorch" in output and "Distributed training: True" in output
     assert "GPU number: 2" in output  # mmengine's name for the world size
-    assert "dist_cfg: {'backend': 'gloo'}" in output and "type='DeviceAwareDDP'" in output
+    assert "dist_cfg: {'backend': 'gloo'}" in output and "type='cvx2_backbone.DeviceAwareDDP'" in output
     assert output.count("no CUDA: SyncBN layers run as BN") == 2  # once per rank
     assert "Iter(train) [2/2]" in output and "mIoU" in output  # trained, then validated
     assert (work / "iter_2.pth").is_file()

@@ -51,6 +51,43 @@ def test_config_builds_backbone_under_scope(tmp_path, scope, name):
     assert model.out_channels == [80, 320]
 
 
+@pytest.mark.parametrize("scope", ["mmdet", "mmseg"])
+def test_wrappers_and_constructor_resolve_from_the_child_scope(scope):
+    """Everything the package registers lives in child registries of scope cvx2_backbone; the contract's
+    plain constructor name resolves too."""
+    import mmengine.registry as root
+
+    import cvx2_backbone.registry as own
+    from cvx2_backbone.engine import CPUAutocastOptimWrapper, DeviceAwareDDP
+    from cvx2_backbone.lr_decay import ConvNeXtLayerDecayOptimizerConstructor
+    init_default_scope(scope)
+    scoped = __import__(f"{scope}.registry", fromlist=["OPTIM_WRAPPERS"])
+    assert scoped.OPTIM_WRAPPERS.get("cvx2_backbone.CPUAutocastOptimWrapper") is CPUAutocastOptimWrapper
+    assert scoped.MODEL_WRAPPERS.get("cvx2_backbone.DeviceAwareDDP") is DeviceAwareDDP
+    for name in ("ConvNeXtLayerDecayOptimizerConstructor", "cvx2_backbone.ConvNeXtLayerDecayOptimizerConstructor"):
+        assert scoped.OPTIM_WRAPPER_CONSTRUCTORS.get(name) is ConvNeXtLayerDecayOptimizerConstructor
+    # Only the constructor sits in mmengine's roots; the wrappers are not there under their plain names.
+    assert "CPUAutocastOptimWrapper" not in root.OPTIM_WRAPPERS.module_dict
+    assert "DeviceAwareDDP" not in root.MODEL_WRAPPERS.module_dict
+    assert own.OPTIM_WRAPPERS.scope == own.MODEL_WRAPPERS.scope == own.MODELS.scope == "cvx2_backbone"
+
+
+def test_model_module_imports_neither_weights_nor_lr_decay():
+    """The import circle is cut: no import statement of the model module, at any depth, names the
+    packages that import it; its Pretrained loader is found through the registry instead."""
+    import ast
+
+    import cvx2_backbone.convnext as model_module
+    from cvx2_backbone.registry import WEIGHT_INITIALIZERS
+    from cvx2_backbone.weights.initializer import PretrainedInit
+    tree = ast.parse(open(model_module.__file__, encoding="utf-8").read())
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert imported and not any(name.split(".")[0] in ("weights", "lr_decay") or ".weights" in name
+                                or ".lr_decay" in name for name in imported), imported
+    assert WEIGHT_INITIALIZERS.get("Pretrained") is PretrainedInit
+
+
 def _grads_reach_the_stem(model) -> bool:
     grad = model.backbone.downsample_layers[0][0].weight.grad
     return grad is not None and bool(grad.abs().sum() > 0)

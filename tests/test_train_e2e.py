@@ -262,9 +262,9 @@ def test_cpu_adaptation_of_configs(monkeypatch):
     seg = load_config(SEG_CONFIG)
     assert seg.optim_wrapper.type == "AmpOptimWrapper" and seg.model.decode_head.norm_cfg.type == "SyncBN"
     adapt_to_cpu(seg, "pytorch")
-    assert seg.optim_wrapper.type == "CPUAutocastOptimWrapper"
+    assert seg.optim_wrapper.type == "cvx2_backbone.CPUAutocastOptimWrapper"
     assert "SyncBN" not in str(seg.model.to_dict()) and seg.model.decode_head.norm_cfg.type == "BN"
-    assert seg.env_cfg.dist_cfg.backend == "gloo" and seg.model_wrapper_cfg.type == "DeviceAwareDDP"
+    assert seg.env_cfg.dist_cfg.backend == "gloo" and seg.model_wrapper_cfg.type == "cvx2_backbone.DeviceAwareDDP"
 
     det = load_config(DET_CONFIG)
     adapt_to_cpu(det, "none")
@@ -282,7 +282,7 @@ def test_bfloat16_autocast_wrapper_runs_convnext_v2_without_nan():
 
     from cvx2_backbone import ConvNeXtV2
     model = ConvNeXtV2(arch=dict(depths=[1, 1, 1, 1], dims=[8, 16, 32, 64]))
-    wrapper = build_optim_wrapper(model, dict(type="CPUAutocastOptimWrapper",
+    wrapper = build_optim_wrapper(model, dict(type="cvx2_backbone.CPUAutocastOptimWrapper",
                                               optimizer=dict(type="AdamW", lr=1e-3)))
     with wrapper.optim_context(model):
         outputs = model(torch.randn(2, 3, 64, 64) * 1e3)  # large activations stress GRN's norm

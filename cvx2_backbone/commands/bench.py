@@ -1,9 +1,10 @@
-"""`cvx2 bench`: this backbone, timm's and Hugging Face's ConvNeXt V2 timed side by side (see docs/performance.md)."""
+"""`cvx2 bench`: this backbone timed beside timm, Hugging Face, ONNX Runtime and OpenVINO (see docs/performance.md)."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "speed and peak memory of this backbone next to timm and Hugging Face (same weights, interleaved timing)"
+HELP = ("speed and peak memory of this backbone next to timm, Hugging Face, ONNX Runtime and OpenVINO "
+        "(same weights, interleaved timing)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,12 +5,13 @@ that use them. See docs/deployment.md.
 """
 from .mmdeploy_compat import MMDEPLOY_VERSION, export_patches, require_mmdeploy
 from .mmdeploy_export import (DETECTION_DEPLOY_CONFIG, SEGMENTATION_DEPLOY_CONFIG, build_deployed_model,
-                              build_pytorch_model, check_deployable, create_input, deploy_config, export_onnx,
-                              load_configs, task_processor, use_plain_ops)
+                              build_pytorch_model, check_deployable, count_backbones, create_input, deploy_config,
+                              export_onnx, load_configs, task_processor)
 from .parity import (DetectionParity, PairedRun, compare_instances, label_map_difference, onnxruntime_outputs,
                      run_both)
 
 __all__ = ["DETECTION_DEPLOY_CONFIG", "DetectionParity", "MMDEPLOY_VERSION", "PairedRun", "SEGMENTATION_DEPLOY_CONFIG",
-           "build_deployed_model", "build_pytorch_model", "check_deployable", "compare_instances", "create_input",
+           "build_deployed_model", "build_pytorch_model", "check_deployable", "compare_instances", "count_backbones",
+           "create_input",
            "deploy_config", "export_onnx", "export_patches", "label_map_difference", "load_configs",
-           "onnxruntime_outputs", "require_mmdeploy", "run_both", "task_processor", "use_plain_ops"]
+           "onnxruntime_outputs", "require_mmdeploy", "run_both", "task_processor"]

@@ -15,6 +15,7 @@ from typing import Any, Union
 from mmengine.config import Config
 from torch import Tensor, nn
 
+from ..ops import plain_ops
 from .mmdeploy_compat import export_patches, require_mmdeploy
 
 ConfigLike = Union[str, Path, Config]
@@ -35,18 +36,11 @@ def deploy_config(name: str) -> Path:
                             "config from a clone of open-mmlab/mmdeploy (tag v1.3.1) instead")
 
 
-def use_plain_ops(model: nn.Module) -> int:
-    """Switch every ConvNeXt backbone inside ``model`` to the plain official ops; return how many there were.
-
-    The CPU fast path (oneDNN kernels, the GRN-beta fold through ``torch.addmv``) has no ONNX symbolic in the
-    TorchScript exporter that mmdeploy uses. This is the one place the export chooses the backbone's path.
-    """
+def count_backbones(model: nn.Module) -> int:
+    """How many ConvNeXt backbones of this package ``model`` holds (the rewriters here assume at least one)."""
     from ..convnext import ConvNeXt
 
-    backbones = [module for module in model.modules() if isinstance(module, ConvNeXt)]
-    for backbone in backbones:
-        backbone.set_reference_path(True)
-    return len(backbones)
+    return sum(isinstance(module, ConvNeXt) for module in model.modules())
 
 
 def load_configs(deploy_cfg: ConfigLike, model_cfg: ConfigLike) -> tuple[Config, Config]:
@@ -140,7 +134,7 @@ def export_onnx(deploy_cfg: ConfigLike, model_cfg: ConfigLike, checkpoint: str |
     processor = task_processor(deploy_cfg, model_cfg, device)
     check_deployable(processor.model_cfg)
     model = build_pytorch_model(processor, checkpoint)
-    if use_plain_ops(model) == 0:
+    if count_backbones(model) == 0:
         raise ValueError(f"the model of the config ({type(model).__name__}) has no ConvNeXt backbone of this "
                          "package; export it with mmdeploy's own tools")
     inputs, data_samples = create_input(processor, model, image)
@@ -150,7 +144,7 @@ def export_onnx(deploy_cfg: ConfigLike, model_cfg: ConfigLike, checkpoint: str |
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     prefix = work_dir / Path(file_name).stem
-    with export_patches():
+    with export_patches(), plain_ops():  # tracing picks the plain ops anyway; explicit here
         export(model, inputs, str(prefix), backend=get_backend(deploy_cfg).value,
                input_metas={"data_samples": data_samples, "mode": "predict"},
                context_info={"deploy_cfg": deploy_cfg}, input_names=onnx_cfg["input_names"],

@@ -15,9 +15,10 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS
 from mmengine.runner.amp import autocast
 from torch import nn
+
+from ..registry import OPTIM_WRAPPERS, SCOPE
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -61,13 +62,13 @@ def adapt_to_cpu(cfg: Config, launcher: str) -> None:
             print_log("no CUDA: AMP is off (mmcv's CPU nms/roi_align kernels take no bfloat16); training in fp32",
                       logger="current")
         else:
-            wrapper.type = "CPUAutocastOptimWrapper"
-            print_log("no CUDA: AMP runs as bfloat16 autocast on the CPU (CPUAutocastOptimWrapper)",
+            wrapper.type = f"{SCOPE}.CPUAutocastOptimWrapper"
+            print_log(f"no CUDA: AMP runs as bfloat16 autocast on the CPU ({wrapper.type})",
                       logger="current")
     if _replace_sync_bn(cfg.get("model")):
         print_log("no CUDA: SyncBN layers run as BN", logger="current")
     if launcher != "none":
         cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
         if cfg.get("model_wrapper_cfg") is None:
-            cfg.model_wrapper_cfg = dict(type="DeviceAwareDDP", broadcast_buffers=False,
+            cfg.model_wrapper_cfg = dict(type=f"{SCOPE}.DeviceAwareDDP", broadcast_buffers=False,
                                          find_unused_parameters=cfg.get("find_unused_parameters", False))

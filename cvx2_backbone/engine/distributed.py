@@ -14,9 +14,9 @@ from datetime import timedelta
 
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
+from ..registry import MODEL_WRAPPERS
 from ..usage import UsageError
 
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")

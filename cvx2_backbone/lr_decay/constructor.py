@@ -1,10 +1,12 @@
 """``ConvNeXtLayerDecayOptimizerConstructor``: layer-wise lr decay for detectors and segmentors with this backbone.
 
 Registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS``, so configs under ``default_scope``
-mmdet and mmseg find it by name. It runs mmengine's default constructor first (``custom_keys``,
-``bias_lr_mult``, ``dwconv_decay_mult``, ``dcn_offset_lr_mult``, ``bypass_duplicate`` keep
-working), then multiplies every lr by its layer's scale, turns weight decay off for biases, norms,
-GRN and layer scale whatever their shapes, and merges parameters with equal settings into groups.
+mmdet and mmseg find it by its plain name (the public contract), and as
+``cvx2_backbone.ConvNeXtLayerDecayOptimizerConstructor`` in this package's child registry. It runs
+mmengine's default constructor first (``custom_keys``, ``bias_lr_mult``, ``dwconv_decay_mult``,
+``dcn_offset_lr_mult``, ``bypass_duplicate`` keep working), then multiplies every lr by its layer's
+scale, turns weight decay off for biases, norms, GRN and layer scale whatever their shapes, and
+merges parameters with equal settings into groups.
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from typing import List
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm, _InstanceNorm
 from torch import nn
 
 from ..convnext import GRN, Block, ConvNeXt
-from .rules import (check_decay_rate, check_decay_type, check_num_layers, convnext_layer_id, lr_scale,
+from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
+from ..layer_ids import (check_decay_rate, check_decay_type, check_num_layers, convnext_layer_id, lr_scale,
                     resolve_num_layers)
 from .table import format_lr_groups
 
@@ -79,6 +82,7 @@ def no_decay_param_ids(model: nn.Module) -> set[int]:
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+@ROOT_OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     """Optimizer wrapper constructor with layer-wise lr decay for a cvx2_backbone ConvNeXt backbone.
 

@@ -1,0 +1,33 @@
+"""Fused kernels of the ConvNeXt block, and the dispatcher that picks them per call.
+
+``Block.forward`` (cvx2_backbone/convnext.py) is the official formulation in plain torch ops.
+Before running it, the block asks :func:`fused_block_kernel` whether a fused kernel computes the
+same function faster for this call:
+
+* ``onednn_inference`` / ``blas_inference`` (:mod:`.block`): CPU, no gradient needed, fp32 (and
+  bf16/fp16 where the CPU runs them natively): the bias and activation fused into pwconv1, the
+  bias and the residual into pwconv2, GRN's statistics in one blocked fp32 pass (:mod:`.grn`),
+  GRN's scale and beta and the layer scale folded where that touches less memory; the matrix
+  products on oneDNN's fused linear (AVX-512 CPUs) or torch's BLAS (other CPUs, :mod:`.linear`);
+* ``folded_autograd``: training, CUDA, and half precision without native CPU support: the same
+  folds on standard differentiable ops; on CPU the pointwise layers run as 1x1 convolutions where
+  torch runs those on oneDNN;
+* ``plain``: everything else.
+
+Switches, any of which selects the plain ops: ``fast_path='off'`` on the backbone (or
+``set_reference_path(True)``), the environment variable ``CVX2_FAST_PATH=0``,
+``torch.backends.mkldnn.enabled = False`` or ``with torch.backends.mkldnn.flags(enabled=False):``
+(for CPU tensors: every CPU fast kernel is a oneDNN one), and ``with cvx2_backbone.ops.plain_ops():``
+for a block of code. Tracing, compiling and exporting always get the plain ops (``torch.compile``,
+``torch.export``, ``torch.onnx.export`` with either exporter, ``torch.jit.trace``, ``torch.fx``),
+so graphs hold only standard ops and nothing branches on the batch size.
+
+``with cvx2_backbone.ops.record_kernels() as counts:`` counts which kernel every block call ran
+(``counts['onednn_inference']``, ...); the tests assert it.
+"""
+from .block import fused_block_kernel
+from .dispatch import (BLAS_INFERENCE, FAST_PATH_ENV, FOLDED_AUTOGRAD, KERNELS, ONEDNN_INFERENCE, PLAIN, plain_ops,
+                       record_kernels)
+
+__all__ = ["BLAS_INFERENCE", "FAST_PATH_ENV", "FOLDED_AUTOGRAD", "KERNELS", "ONEDNN_INFERENCE", "PLAIN",
+           "fused_block_kernel", "plain_ops", "record_kernels"]

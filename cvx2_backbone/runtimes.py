@@ -1,0 +1,117 @@
+"""ONNX Runtime and OpenVINO running this backbone's own ONNX export, for side-by-side benchmarks.
+
+Both load the file :func:`export_onnx` writes from the benchmarked model (same weights) and
+return the stage outputs as tensors, so the benchmark treats them like the torch models. Needs
+the ``deploy`` extra (onnx, onnxruntime, openvino).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import ops
+
+ONNX_OPSET = 17
+INPUT_NAME = "x"
+
+
+def export_onnx(model: nn.Module, path: str | Path) -> Path:
+    """Export ``model`` (plain ops, eval mode) to ONNX with a dynamic batch and image size; returns the path.
+
+    The one place the benchmark exports; ``cvx2 export`` (cvx2_backbone.deploy) may replace it.
+    """
+    path = Path(path)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), ops.plain_ops():
+            torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), str(path), dynamo=False,
+                              opset_version=ONNX_OPSET, input_names=[INPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}})
+    finally:
+        model.train(was_training)
+    return path
+
+
+class Runtime(nn.Module):
+    """An inference-only backbone on another runtime: ``forward`` takes and returns CPU tensors (fp32 I/O)."""
+
+    name = ""
+
+    def precision_used(self, precision: str) -> str:
+        """The precision the runtime computes in when asked for ``precision`` ('fp32' or 'bf16')."""
+        return precision
+
+    def run(self, x: Tensor, precision: str = "fp32") -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return self.run(x, "fp32")
+
+
+class OrtBackbone(Runtime):
+    """ONNX Runtime's CPU provider, ``threads`` intra-op threads, no spin-waiting between calls."""
+
+    name = "ort"
+    precisions = ("fp32",)
+
+    def __init__(self, path: str | Path, threads: int) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.version = ort.__version__
+
+    def run(self, x: Tensor, precision: str = "fp32") -> tuple[Tensor, ...]:
+        outputs = self.session.run(None, {INPUT_NAME: x.detach().cpu().numpy()})
+        return tuple(torch.from_numpy(o) for o in outputs)
+
+
+class OpenVinoBackbone(Runtime):
+    """OpenVINO's CPU plugin, compiled per input shape and precision hint (f32 or bf16), latency mode."""
+
+    name = "openvino"
+    precisions = ("fp32", "bf16")
+    _HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+    def __init__(self, path: str | Path, threads: int) -> None:
+        super().__init__()
+        import openvino as ov
+
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(path))
+        self.threads = threads
+        self.version = ov.__version__
+        self._requests: dict[tuple, Any] = {}
+        self._used: dict[str, str] = {}
+
+    def _request(self, shape: tuple[int, ...], precision: str) -> Any:
+        key = (shape, precision)
+        if key not in self._requests:
+            model = self.model.clone()
+            model.reshape(list(shape))
+            config = {"INFERENCE_PRECISION_HINT": self._HINTS[precision], "INFERENCE_NUM_THREADS": self.threads,
+                      "PERFORMANCE_HINT": "LATENCY"}
+            compiled = self.core.compile_model(model, "CPU", config)
+            used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # an openvino Type
+            self._used[precision] = {"f32": "fp32", "f16": "fp16"}.get(used, used)
+            self._requests[key] = compiled.create_infer_request()
+        return self._requests[key]
+
+    def precision_used(self, precision: str) -> str:
+        """What the plugin reports it computes in (on CPUs without bf16, a bf16 hint runs f32)."""
+        return self._used.get(precision, precision)
+
+    def run(self, x: Tensor, precision: str = "fp32") -> tuple[Tensor, ...]:
+        results = self._request(tuple(x.shape), precision).infer({0: x.detach().cpu().numpy()})
+        return tuple(torch.from_numpy(value.copy()) for value in results.values())
+
+
+RUNTIMES = {OrtBackbone.name: OrtBackbone, OpenVinoBackbone.name: OpenVinoBackbone}
