@@ -18,7 +18,9 @@ HF = ["transformers>=4.40"]
 # Whole detectors / segmentors go through mmdeploy 1.3.1, which cannot be listed here: it declares protobuf<=3.20.2,
 # which onnx >= 1.16 rules out, though it runs with current protobuf. tools/setup_env.sh installs it with --no-deps
 # (pinned in requirements/constraints.txt); aenum is the one dependency it needs that nothing else brings.
-DEPLOY = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0", "aenum"]
+# onnxconverter-common: its float16 converter makes the fp16 graphs of the fp16-safety test.
+DEPLOY = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0", "onnxconverter-common>=1.14",
+          "aenum"]
 
 setup(
     name="cvx2_backbone",

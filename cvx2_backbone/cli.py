@@ -15,7 +15,7 @@ from typing import Sequence
 
 from .usage import HelpFormatter, add_debug_argument, run_command
 
-COMMANDS = ("extract", "classify", "info", "convert", "lr-groups", "bench", "demo", "fcmae-show")
+COMMANDS = ("extract", "classify", "info", "convert", "export", "lr-groups", "bench", "demo", "fcmae-show")
 
 
 def _module(name: str):

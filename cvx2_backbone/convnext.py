@@ -22,7 +22,7 @@ from timm.layers import DropPath, get_act_layer, trunc_normal_
 from torch import Tensor, fx, nn
 
 from .layer_ids import backbone_layer_depth
-from .ops import fused_block_kernel
+from .ops import fp16_safe_statistics_enabled, fused_block_kernel, scaled_response_norm
 from .registry import MODELS, SCOPE, WEIGHT_INITIALIZERS
 from .selection import output_index, resolve_outputs
 
@@ -89,8 +89,11 @@ class GRN(nn.Module):
         self.beta = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        gx = _spatial_l2_norm(x)
-        nx = (gx / (gx.mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
+        if fp16_safe_statistics_enabled():  # export-time form of the same Nx (cvx2_backbone.ops)
+            nx = scaled_response_norm(x, self.eps).to(x.dtype)
+        else:
+            gx = _spatial_l2_norm(x)
+            nx = (gx / (gx.mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
         return self.gamma * (x * nx) + self.beta + x
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -1,6 +1,6 @@
 """ONNX Runtime and OpenVINO running this backbone's own ONNX export, for side-by-side benchmarks.
 
-Both load the file :func:`export_onnx` writes from the benchmarked model (same weights) and
+Both load the file :func:`export_onnx` (``cvx2 export``'s code) writes from the benchmarked model (same weights) and
 return the stage outputs as tensors, so the benchmark treats them like the torch models. Needs
 the ``deploy`` extra (onnx, onnxruntime, openvino).
 """
@@ -12,28 +12,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import ops
-
-ONNX_OPSET = 17
-INPUT_NAME = "x"
+from .deploy.backbone_export import INPUT_NAME, export_backbone
 
 
 def export_onnx(model: nn.Module, path: str | Path) -> Path:
-    """Export ``model`` (plain ops, eval mode) to ONNX with a dynamic batch and image size; returns the path.
-
-    The one place the benchmark exports; ``cvx2 export`` (cvx2_backbone.deploy) may replace it.
-    """
-    path = Path(path)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), ops.plain_ops():
-            torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), str(path), dynamo=False,
-                              opset_version=ONNX_OPSET, input_names=[INPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}})
-    finally:
-        model.train(was_training)
-    return path
+    """The benchmark's export: :func:`cvx2_backbone.deploy.export_backbone` with the (faster) TorchScript exporter."""
+    return export_backbone(model, path, exporter="torchscript").onnx
 
 
 class Runtime(nn.Module):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..files import remove_stale_temporaries, write_atomic
+from .model_options import add_model_arguments, build_extractor
 
 HELP = "extract multi-scale feature maps of images into .safetensors/.npz files (and PCA pictures with --viz)"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -27,20 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS",
                         help="image files, or folders searched recursively for images")
     parser.add_argument("-o", "--output", required=True, help="output folder (mirrors the input folders)")
-    parser.add_argument("--model", default=None,
-                        help="preset such as convnextv2_atto or convnext_tiny; default: inferred from --weights, "
-                             "or convnextv2_atto")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint: file, folder, http(s) URL, hf://repo or timm/model.tag "
-                             "(default: random init)")
-    parser.add_argument("--allow-partial", action="store_true",
-                        help="load weights even if some backbone tensors are missing or unexpected (they are listed; "
-                             "without this flag that is an error)")
-    parser.add_argument("--out-features", default=None,
-                        help="comma-separated outputs among stem,stage1..stage4 (default: all four stages)")
-    parser.add_argument("--fpn", type=int, default=0, metavar="CHANNELS",
-                        help="add an FPN neck with this many channels (outputs p2..p6); 0: none. With a detector "
-                             "checkpoint as --weights, give its FPN width: the trained FPN is loaded")
+    add_model_arguments(parser)
     parser.add_argument("--shortest-edge", type=int, default=None,
                         help="resize images so the short side has this many pixels (default: keep size)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
@@ -151,8 +139,6 @@ def _same_size_groups(pictures: list) -> list[list[int]]:
 def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.fpn < 0:
-        raise ValueError(f"--fpn takes a channel count (0 for no FPN), got {args.fpn}")
     if args.viz_tile < 16:
         raise ValueError(f"--viz-tile must be at least 16 pixels, got {args.viz_tile}")
 
@@ -224,7 +210,6 @@ class _Job:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..extractor import FeatureExtractor
     from ..usage import require_device, user_input
 
     output = Path(args.output)
@@ -235,10 +220,7 @@ def run(args: argparse.Namespace) -> int:
         if not images:
             raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {args.inputs}"
                              + (f" outside the output folder {output}" if output.is_dir() else ""))
-        model = args.model or (None if args.weights else "convnextv2_atto")
-        out_features = args.out_features.split(",") if args.out_features else None
-        extractor = FeatureExtractor(model, args.weights, out_features=out_features, fpn=args.fpn or False,
-                                     shortest_edge=args.shortest_edge, allow_partial=args.allow_partial)
+        extractor = build_extractor(args, shortest_edge=args.shortest_edge)
     extractor.to(device)
     stale = remove_stale_temporaries(output)
     if stale:

@@ -22,12 +22,17 @@ for a block of code. Tracing, compiling and exporting always get the plain ops (
 ``torch.export``, ``torch.onnx.export`` with either exporter, ``torch.jit.trace``, ``torch.fx``),
 so graphs hold only standard ops and nothing branches on the batch size.
 
+``with cvx2_backbone.ops.fp16_safe_statistics():`` makes the plain GRN compute its norms on inputs scaled by
+their maxima (same values in fp32; ``cvx2 export`` traces under it so that fp16 graphs do not overflow).
+
 ``with cvx2_backbone.ops.record_kernels() as counts:`` counts which kernel every block call ran
 (``counts['onednn_inference']``, ...); the tests assert it.
 """
 from .block import fused_block_kernel
-from .dispatch import (BLAS_INFERENCE, FAST_PATH_ENV, FOLDED_AUTOGRAD, KERNELS, ONEDNN_INFERENCE, PLAIN, plain_ops,
-                       record_kernels)
+from .dispatch import (BLAS_INFERENCE, FAST_PATH_ENV, FOLDED_AUTOGRAD, KERNELS, ONEDNN_INFERENCE, PLAIN,
+                       fp16_safe_statistics, fp16_safe_statistics_enabled, plain_ops, record_kernels)
+from .grn import scaled_response_norm
 
 __all__ = ["BLAS_INFERENCE", "FAST_PATH_ENV", "FOLDED_AUTOGRAD", "KERNELS", "ONEDNN_INFERENCE", "PLAIN",
-           "fused_block_kernel", "plain_ops", "record_kernels"]
+           "fp16_safe_statistics", "fp16_safe_statistics_enabled", "fused_block_kernel", "plain_ops",
+           "record_kernels", "scaled_response_norm"]

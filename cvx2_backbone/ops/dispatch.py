@@ -35,6 +35,7 @@ FAST_PATH_ENV = "CVX2_FAST_PATH"
 _ENV_VALUES = {"": True, "1": True, "auto": True, "on": True, "0": False, "off": False}
 
 _plain_forced: contextvars.ContextVar[bool] = contextvars.ContextVar("cvx2_plain_ops", default=False)
+_fp16_safe: contextvars.ContextVar[bool] = contextvars.ContextVar("cvx2_fp16_safe_statistics", default=False)
 _recorders: list[Counter] = []
 
 
@@ -46,6 +47,25 @@ def plain_ops() -> Iterator[None]:
         yield
     finally:
         _plain_forced.reset(token)
+
+
+@contextlib.contextmanager
+def fp16_safe_statistics(enabled: bool = True) -> Iterator[None]:
+    """In the block the plain GRN takes its norms of inputs scaled by their maxima (:func:`.grn.scaled_response_norm`).
+
+    Mathematically the official formula, equal to it in fp32 within rounding; a graph traced or exported here
+    keeps that form, so it does not overflow when a converter or runtime later runs it in fp16.
+    """
+    token = _fp16_safe.set(enabled)
+    try:
+        yield
+    finally:
+        _fp16_safe.reset(token)
+
+
+def fp16_safe_statistics_enabled() -> bool:
+    """Whether :func:`fp16_safe_statistics` is on for this call."""
+    return _fp16_safe.get()
 
 
 @contextlib.contextmanager

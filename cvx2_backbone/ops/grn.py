@@ -77,3 +77,19 @@ def response_scale(grn: nn.Module, x: Tensor) -> Tensor:
     gx = spatial_norm(x)
     nx = gx / (gx.mean(dim=-1, keepdim=True) + grn.eps)
     return torch.addcmul(torch.ones_like(nx), grn.gamma.to(nx.dtype), nx)
+
+
+def scaled_response_norm(x: Tensor, eps: float) -> Tensor:
+    """GRN's Nx = Gx / (mean_c Gx + eps) of NHWC ``x``, (N, 1, 1, C), with no intermediate above sqrt(H * W).
+
+    Gx_c = m_c * ||x_c / m_c|| with m_c = max |x_c| over H, W, and both Gx and eps are divided by the largest
+    m_c of the sample: the same quotient, but the squares are at most 1, so a graph of this form stays finite in
+    fp16 for maps of up to 65504 positions (the plain sum of squares overflows once an activation exceeds 256).
+    An all-zero channel is scaled by 1 (its norm stays 0).
+    """
+    x = x.to(statistics_dtype(x.dtype))
+    peak = x.abs().amax(dim=(1, 2), keepdim=True)
+    peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+    top = peak.amax(dim=-1, keepdim=True)
+    gx = torch.linalg.vector_norm(x / peak, ord=2, dim=(1, 2), keepdim=True) * (peak / top)  # Gx / top
+    return gx / (gx.mean(dim=-1, keepdim=True) + eps / top)
