@@ -20,11 +20,13 @@ import torch
 
 from cvx2_backbone.datasets import make_ade_shapes, make_coco_shapes
 from cvx2_backbone.engine import load_config
+from cvx2_backbone.ops.linear import native_cpu_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = ROOT / "configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py"
 SEG_CONFIG = ROOT / "configs/convnextv2/upernet_convnextv2-atto-fcmae_8xb2-160k_ade20k-512x512.py"
 IMAGE_SIZE = 128
+CPU_BF16 = torch.bfloat16 in native_cpu_dtypes()  # without it, CPU "AMP" trains in fp32 (engine/device.py)
 
 
 def _format(value: Any) -> str:
@@ -168,7 +170,8 @@ def test_upernet_trains_resumes_and_reports_miou(ade, tmp_path):
 
     output = run_tool(*train, "--resume", str(work / "iter_2.pth"), *as_cli({**options, "train_cfg.max_iters": 4}))
     assert "resumed epoch: 0, iter: 2" in output
-    assert "bfloat16 autocast" in output  # the config's AMP, on the CPU
+    # the config's AMP on the CPU: bfloat16 autocast where the CPU runs it natively, else fp32
+    assert ("bfloat16 autocast" if CPU_BF16 else "AMP is off, training in fp32") in output
     losses = [float(v) for v in re.findall(r"Iter\(train\) \[\s*\d+/4\].*? loss: (\S+)", output)]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)  # GRN under bfloat16: no NaN
     assert _meta(work / "iter_4.pth")["iter"] == 4
@@ -255,14 +258,18 @@ def test_safe_loading_allows_mmengine_objects_only(tmp_path):
         torch.load(good)  # the allowance ends with the block
 
 
-def test_cpu_adaptation_of_configs(monkeypatch):
-    from cvx2_backbone.engine import adapt_to_cpu
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["bf16-cpu", "avx2-cpu"])
+def test_cpu_adaptation_of_configs(monkeypatch, native_bf16):
+    from cvx2_backbone.engine import adapt_to_cpu, device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "native_cpu_dtypes",
+                        lambda: (torch.float32, torch.bfloat16) if native_bf16 else (torch.float32,))
 
     seg = load_config(SEG_CONFIG)
     assert seg.optim_wrapper.type == "AmpOptimWrapper" and seg.model.decode_head.norm_cfg.type == "SyncBN"
     adapt_to_cpu(seg, "pytorch")
-    assert seg.optim_wrapper.type == "cvx2_backbone.CPUAutocastOptimWrapper"
+    assert seg.optim_wrapper.type == ("cvx2_backbone.CPUAutocastOptimWrapper" if native_bf16 else "OptimWrapper")
+    assert "dtype" not in seg.optim_wrapper and "loss_scale" not in seg.optim_wrapper
     assert "SyncBN" not in str(seg.model.to_dict()) and seg.model.decode_head.norm_cfg.type == "BN"
     assert seg.env_cfg.dist_cfg.backend == "gloo" and seg.model_wrapper_cfg.type == "cvx2_backbone.DeviceAwareDDP"
 

@@ -1,8 +1,11 @@
 """Make a GPU config run on a machine without CUDA; with CUDA the config is left untouched.
 
 On CPU: ``AmpOptimWrapper`` (CUDA-only in mmengine) becomes :class:`CPUAutocastOptimWrapper`
-(bfloat16 autocast, no loss scaling needed) for segmentation, and plain fp32 ``OptimWrapper`` for
-detection, whose mmcv CPU kernels (nms, roi_align) accept no bfloat16; ``SyncBN`` becomes ``BN``
+(bfloat16 autocast, no loss scaling needed) for segmentation on CPUs that run bfloat16 natively, and
+plain fp32 ``OptimWrapper`` for detection, whose mmcv CPU kernels (nms, roi_align) accept no
+bfloat16, and on CPUs without native bfloat16 (AVX2 only), where oneDNN emulates it: a ConvNeXt V2
+atto training step at 2x256x256 took 3.2 s under bfloat16 autocast and 0.26 s in fp32 on a 2-core
+AMD EPYC (Zen 3). ``SyncBN`` becomes ``BN``
 (torch's SyncBatchNorm needs a GPU); distributed runs use gloo with
 :class:`~.distributed.DeviceAwareDDP`.
 """
@@ -18,6 +21,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.runner.amp import autocast
 from torch import nn
 
+from ..ops.linear import native_cpu_dtypes
 from ..registry import OPTIM_WRAPPERS, SCOPE
 
 
@@ -61,6 +65,10 @@ def adapt_to_cpu(cfg: Config, launcher: str) -> None:
             wrapper.type = "OptimWrapper"
             print_log("no CUDA: AMP is off (mmcv's CPU nms/roi_align kernels take no bfloat16); training in fp32",
                       logger="current")
+        elif torch.bfloat16 not in native_cpu_dtypes():
+            wrapper.type = "OptimWrapper"
+            print_log("no CUDA, and this CPU has no native bfloat16 (AVX-512): AMP is off, training in fp32 "
+                      "(emulated bfloat16 autocast is about 10x slower here)", logger="current")
         else:
             wrapper.type = f"{SCOPE}.CPUAutocastOptimWrapper"
             print_log(f"no CUDA: AMP runs as bfloat16 autocast on the CPU ({wrapper.type})",

@@ -31,7 +31,7 @@ def _find_linear_pointwise() -> Any:
     return op if torch.backends.mkldnn.is_available() else None
 
 
-def _onednn_dtypes() -> tuple[torch.dtype, ...]:
+def native_cpu_dtypes() -> tuple[torch.dtype, ...]:
     """fp32, plus bf16 and fp16 where oneDNN runs them natively on this CPU (AVX512-BF16, AVX512-FP16, AMX)."""
     dtypes = [torch.float32]
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -43,7 +43,7 @@ def _onednn_dtypes() -> tuple[torch.dtype, ...]:
 
 LINEAR_POINTWISE = _find_linear_pointwise()
 # The dtypes the CPU inference kernels run in: oneDNN's native ones (BLAS GEMMs of bf16/fp16 go through oneDNN too).
-INFERENCE_DTYPES = _onednn_dtypes() if LINEAR_POINTWISE is not None else ()
+INFERENCE_DTYPES = native_cpu_dtypes() if LINEAR_POINTWISE is not None else ()
 # Activations oneDNN fuses into a linear: module type -> (post-op, scalars, algorithm); nn.GELU is read.
 _POST_OPS: dict[type, tuple[str, list, str]] = {
     timm_activations.GELU: ("gelu", [None], "none"), timm_activations.GELUTanh: ("gelu", [None], "tanh"),
