@@ -12,16 +12,15 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from ..resources import config_path
+
 TASKS = {"mmdet": "detection", "mmseg": "segmentation"}
 
 
 def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
-    """Read a config file, merge ``--cfg-options`` and check that it names mmdet or mmseg as scope."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist; configs live under configs/ "
-                                "(e.g. configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py)")
-    cfg = Config.fromfile(str(path))
+    """Read a config file (a path, or a name under the package's configs/), merge ``--cfg-options`` and check
+    that it names mmdet or mmseg as scope."""
+    cfg = Config.fromfile(str(config_path(path)))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     scope_of(cfg)

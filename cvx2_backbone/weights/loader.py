@@ -84,7 +84,7 @@ def read_checkpoint(
     trust_pickle: bool | None = None,
     downloader: Downloader | None = None,
 ) -> Checkpoint:
-    """Resolve, read safely and convert ``source`` (a path, folder, URL, ``hf://...``, ``timm/...`` or a loaded dict)."""
+    """Resolve, read safely and convert ``source`` (a path, folder, URL, ``hf://...``, ``timm/...``, a loaded dict)."""
     if isinstance(source, Mapping):
         converted = convert_state_dict(source, prefix)
         return Checkpoint("<state dict>", converted.state_dict, converted.format, converted.format_description,

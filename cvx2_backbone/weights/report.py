@@ -53,7 +53,8 @@ class LoadReport:
         if self.norms_not_in_model:
             parts.append(f"checkpoint output norms the backbone does not have: {_modules(self.norms_not_in_model)}")
         if self.discarded:
-            parts.append("other modules left out: " + ", ".join(f"{k} ({n})" for k, n in sorted(self.discarded.items())))
+            left_out = sorted(self.discarded.items())
+            parts.append("other modules left out: " + ", ".join(f"{k} ({n})" for k, n in left_out))
         parts.append(f"UNEXPECTED keys ignored: {', '.join(self.unexpected)}" if self.unexpected
                      else "no unexpected keys")
         return "; ".join(parts)
@@ -74,7 +75,8 @@ def check_arch(checkpoint: ArchSpec, model: ArchSpec, source: str) -> None:
     problems = []
     if (checkpoint.depths, checkpoint.dims) != (model.depths, model.dims):
         fix = (f"build the backbone with arch='{checkpoint.preset}'" if checkpoint.preset
-               else f"build the backbone with arch=dict(depths={list(checkpoint.depths)}, dims={list(checkpoint.dims)})")
+               else f"build the backbone with arch=dict(depths={list(checkpoint.depths)}, "
+                    f"dims={list(checkpoint.dims)})")
         problems.append(f"it looks like {checkpoint.describe()} but the backbone is {model.describe()}; {fix} or "
                         f"use {model.preset or 'matching'} weights")
     if checkpoint.use_grn != model.use_grn:
