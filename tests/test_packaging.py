@@ -17,7 +17,8 @@ import yaml
 from cvx2_backbone.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.py") if "_base_" not in p.parts)
+CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.py")
+                 if "_base_" not in p.parts)
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "work_dirs", "data", "outputs", "build", "dist", "*.egg-info",
                                     "__pycache__", ".pytest_cache", ".mim")
 
