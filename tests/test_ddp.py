@@ -23,14 +23,15 @@ def test_two_process_cpu_ddp_trains_upernet(tmp_path, monkeypatch):
     info = make_ade_shapes(tmp_path / "ade", num_train=4, num_val=2, image_size=128)
     work = tmp_path / "work"
     options = {**seg_options(info), **short_schedule(), "train_cfg.max_iters": 2, "train_cfg.val_interval": 2,
-               "default_hooks.checkpoint.interval": 2,
-               # tests/rank_snapshots.py: every rank saves its parameters before and after training
-               "custom_imports.imports": ["cvx2_backbone", "rank_snapshots"],
-               "default_hooks.rank_snapshots.type": "RankParameterSnapshots"}
+               "default_hooks.checkpoint.interval": 2, "model.backbone.drop_path_rate": 0.0}
+    config = tmp_path / "upernet_with_snapshots.py"  # the real config, plus a hook that saves every rank's parameters
+    config.write_text(f"_base_ = [{str(SEG_CONFIG)!r}]\n"
+                      "custom_imports = dict(imports=['cvx2_backbone', 'rank_snapshots'], allow_failed_imports=False)\n"
+                      "custom_hooks = [dict(type='RankParameterSnapshots')]\n")
     monkeypatch.setenv("PYTHON", sys.executable)
     monkeypatch.setenv("PORT", str(_free_port()))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the CPU (gloo) path even on a GPU machine
-    output = run_tool("bash", "tools/dist_train.sh", str(SEG_CONFIG), "2", "--work-dir", str(work),
+    output = run_tool("bash", "tools/dist_train.sh", str(config), "2", "--work-dir", str(work),
                       *as_cli(options))
 
     # mmengine's environment report: launched by torchrun, 2 processes in the (gloo) group
