@@ -7,15 +7,16 @@ STAMP := $(VENV)/.cvx2-setup-stamp
 .PHONY: setup demo test test-all bench
 setup: $(STAMP)
 
-$(STAMP): setup.py requirements/constraints.txt tools/setup_env.sh
+$(STAMP): setup.py pyproject.toml requirements/constraints.txt tools/setup_env.sh
 	bash tools/setup_env.sh
 	touch $@
 
 demo: $(STAMP)
 	$(VENV)/bin/cvx2 demo
 
-# The default suite (what CI runs); heavy cases (huge models, long runs) are left out.
+# Lint, then the default suite (what CI runs); heavy cases (huge models, long runs) are left out.
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 # Everything, heavy cases included.

@@ -1,12 +1,17 @@
-"""Packaging for cvx2_backbone. Requirements are loose here; the tested pins live in
-requirements/constraints.txt and are installed by `make setup`."""
+"""Requirements and the build step of cvx2_backbone; the metadata lives in pyproject.toml.
+
+Requirements are loose here; the tested pins live in requirements/constraints.txt and are installed by
+`make setup`. Built wheels carry configs/, tools/ and the model index in cvx2_backbone/.mim (mmdet's
+layout, which `mim` reads); an editable install finds them in the source checkout instead.
+"""
+import shutil
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
-version = {}
-exec((ROOT / "cvx2_backbone" / "version.py").read_text(), version)
+MIM_FILES = ("configs", "tools", "model-index.yml")
 
 DET = ["mmcv>=2.0.0,<2.2.0", "mmdet>=3.0,<3.4", "pycocotools", "matplotlib"]
 # COCO panoptic (Mask2Former panoptic) also needs panopticapi: PyPI's panopticapi-lite provides it but declares
@@ -21,18 +26,27 @@ HF = ["transformers>=4.40"]
 # onnxconverter-common: its float16 converter makes the fp16 graphs of the fp16-safety test.
 DEPLOY = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0", "onnxconverter-common>=1.14",
           "aenum"]
+LINT = ["ruff"]
+
+
+class BuildWithMimFiles(build_py):
+    """build_py that also copies configs/, tools/ and model-index.yml into the built package's .mim folder."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "cvx2_backbone" / ".mim"
+        for name in MIM_FILES:
+            source, destination = ROOT / name, target / name
+            if destination.is_dir():
+                shutil.rmtree(destination)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(source, destination)
+
 
 setup(
-    name="cvx2_backbone",
-    version=version["__version__"],
-    description="ConvNeXt V2 / V1 backbone for the OpenMMLab 3.x stack (mmdet, mmseg)",
-    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
-    long_description_content_type="text/markdown",
-    license="Apache-2.0",
-    python_requires=">=3.9",
-    packages=find_packages(include=["cvx2_backbone", "cvx2_backbone.*"]),
-    include_package_data=True,
-    package_data={"cvx2_backbone.deploy": ["configs/**/*.py", "mmdeploy_configs/**/*.py", "mmdeploy_configs/*.md"]},
     install_requires=[
         "torch>=2.5",  # safe_globals (safe checkpoint loading), torch.compiler.is_compiling
         "timm>=1.0",
@@ -50,11 +64,8 @@ setup(
         "deploy": DEPLOY,
         "all": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib"])),
         # scikit-image: only its bundled photos, for the FCMAE reconstruction tests (`cvx2 fcmae-show`).
-        "test": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib", "pytest>=7", "pytest-timeout", "scikit-image"])),
+        "test": sorted(set(DET + SEG + HF + DEPLOY + LINT + ["matplotlib", "pytest>=7", "pytest-timeout",
+                                                             "scikit-image"])),
     },
-    entry_points={"console_scripts": ["cvx2=cvx2_backbone.cli:main"]},
-    classifiers=[
-        "Programming Language :: Python :: 3",
-        "Topic :: Scientific/Engineering :: Artificial Intelligence",
-    ],
+    cmdclass={"build_py": BuildWithMimFiles},
 )

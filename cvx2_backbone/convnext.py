@@ -12,6 +12,7 @@ plain torch ops; the fused kernels that compute it faster live in :mod:`cvx2_bac
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -185,6 +186,22 @@ def _parse_arch(arch: str | Mapping[str, Any], presets: Mapping[str, tuple], kin
     return depths, dims
 
 
+def _pretrained_as_init_cfg(pretrained: str | None, init_cfg: dict | list | None) -> dict | list | None:
+    """mmdet's and mmseg's rule for the deprecated ``pretrained=``: a warning, then ``init_cfg`` Pretrained."""
+    if pretrained is None:
+        return init_cfg
+    if init_cfg is not None:
+        raise ValueError(f"pretrained={pretrained!r} and init_cfg={init_cfg!r} both given; keep only "
+                         "init_cfg=dict(type='Pretrained', checkpoint=...) (with mmseg, set the model-level "
+                         "pretrained=None)")
+    if not isinstance(pretrained, str):
+        raise TypeError(f"pretrained must be a checkpoint reference (str) or None, got {type(pretrained).__name__}")
+    warnings.warn(f"pretrained={pretrained!r} is deprecated; use init_cfg=dict(type='Pretrained', checkpoint=...). "
+                  "mmseg's EncoderDecoder hands its model-level pretrained to the backbone: set model.pretrained=None "
+                  "if the base config's weights are for another backbone", FutureWarning, stacklevel=3)
+    return dict(type="Pretrained", checkpoint=pretrained)
+
+
 def _act_layer(hidden_act: str) -> type[nn.Module]:
     try:
         return get_act_layer(_ACT_ALIASES.get(hidden_act, hidden_act))
@@ -214,6 +231,8 @@ class ConvNeXt(BaseModule):
         fast_path: ``'auto'`` runs each block on a fused kernel of :mod:`cvx2_backbone.ops` where one
             applies (same function, faster); ``'off'``: always the plain ops.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=SRC)``.
+        pretrained: deprecated spelling of ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``, accepted
+            as mmdet's and mmseg's own backbones accept it (mmseg's EncoderDecoder passes its ``pretrained`` on).
     """
 
     arch_zoo = V1_ARCHS
@@ -236,8 +255,9 @@ class ConvNeXt(BaseModule):
         hidden_act: str = "gelu",
         fast_path: str = "auto",
         init_cfg: dict | list | None = None,
+        pretrained: str | None = None,
     ) -> None:
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=_pretrained_as_init_cfg(pretrained, init_cfg))
         self.depths, self.dims = _parse_arch(arch, self.arch_zoo, type(self).__name__)
         num_stages = len(self.depths)
         for name, value in (("in_channels", in_channels), ("patch_size", patch_size)):

@@ -150,3 +150,79 @@ def test_upernet_training_step(tmp_path):
     assert torch.isfinite(loss)
     loss.backward()
     assert _grads_reach_the_stem(model)
+
+
+# --- a drop-in for mmdet's and mmseg's own base models -------------------------------------------------
+
+# base model config: the channel fields that follow the backbone (everything else as mmdet/mmseg ship it)
+BASE_MODELS = {
+    "mmdet::_base_/models/mask-rcnn_r50_fpn.py": dict(neck=dict(in_channels=ATTO_CHANNELS)),
+    "mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py": dict(neck=dict(in_channels=ATTO_CHANNELS)),
+    "mmdet::_base_/models/faster-rcnn_r50_fpn.py": dict(neck=dict(in_channels=ATTO_CHANNELS)),
+    "mmdet::_base_/models/retinanet_r50_fpn.py": dict(neck=dict(in_channels=ATTO_CHANNELS)),
+    "mmseg::_base_/models/upernet_r50.py": dict(decode_head=dict(in_channels=ATTO_CHANNELS),
+                                                auxiliary_head=dict(in_channels=ATTO_CHANNELS[2])),
+    "mmseg::_base_/models/fpn_r50.py": dict(neck=dict(in_channels=ATTO_CHANNELS)),
+    "mmseg::_base_/models/deeplabv3plus_r50-d8.py": dict(
+        decode_head=dict(in_channels=ATTO_CHANNELS[3], c1_in_channels=ATTO_CHANNELS[0]),
+        auxiliary_head=dict(in_channels=ATTO_CHANNELS[2])),
+}
+
+
+@pytest.mark.parametrize("base", list(BASE_MODELS), ids=lambda b: b.split("/")[-1][:-3])
+def test_backbone_drops_into_mmdet_and_mmseg_base_models(tmp_path, base):
+    """Only the backbone and the channel fields change; mmseg's model-level ``pretrained`` reaches the backbone."""
+    from cvx2_backbone import ConvNeXtV2
+    from cvx2_backbone.engine.device import _replace_sync_bn
+
+    scope = base.split("::")[0]
+    cfg = _config(tmp_path, f"""
+        _base_ = '{base}'
+        custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+        model = dict(backbone=dict(_delete_=True, type='cvx2_backbone.ConvNeXtV2', arch='atto'),
+                     **{BASE_MODELS[base]!r})
+    """)
+    _replace_sync_bn(cfg.model)  # torch's SyncBatchNorm needs a GPU; the tools do the same on a CPU
+    init_default_scope(scope)
+    registry = __import__(f"{scope}.registry", fromlist=["MODELS"]).MODELS
+    inherited = cfg.model.get("pretrained")
+    if inherited:  # mmseg's bases name ResNet weights at the model level, which EncoderDecoder passes on
+        with pytest.warns(FutureWarning, match="pretrained=.* is deprecated"):
+            model = registry.build(cfg.model)
+        assert model.backbone.init_cfg == dict(type="Pretrained", checkpoint=inherited)
+    else:
+        model = registry.build(cfg.model)
+    assert isinstance(model.backbone, ConvNeXtV2)
+
+    torch.manual_seed(0)
+    model.eval()
+    if scope == "mmdet":
+        from mmdet.testing import demo_mm_inputs
+        packed = demo_mm_inputs(1, [[3, 96, 128]], num_items=[2], num_classes=80, with_mask=True)
+        with torch.no_grad():
+            results = model(**model.data_preprocessor(packed, False), mode="predict")
+        predictions = results[0].pred_instances
+        assert predictions.bboxes.shape[-1] == 4 and len(predictions.bboxes) == len(predictions.scores)
+        assert ("masks" in predictions) == ("mask" in base)
+    else:
+        from mmseg.structures import SegDataSample
+        meta = dict(img_shape=(96, 128), pad_shape=(96, 128), ori_shape=(96, 128))
+        data = dict(inputs=[torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8)],
+                    data_samples=[SegDataSample(metainfo=meta)])
+        with torch.no_grad():
+            results = model(**model.data_preprocessor(data, False), mode="predict")
+        assert results[0].pred_sem_seg.data.shape == (1, 96, 128)
+        assert results[0].seg_logits.data.shape == (cfg.model.decode_head.num_classes, 96, 128)
+
+
+def test_pretrained_argument_follows_mmdet_rules():
+    from cvx2_backbone import ConvNeXt
+
+    with pytest.warns(FutureWarning, match="init_cfg=dict"):
+        model = ConvNeXt(arch="atto", pretrained="weights.pth")
+    assert model.init_cfg == dict(type="Pretrained", checkpoint="weights.pth")
+    with pytest.raises(ValueError, match="both given"):
+        ConvNeXt(arch="atto", pretrained="weights.pth", init_cfg=dict(type="Pretrained", checkpoint="other.pth"))
+    with pytest.raises(TypeError, match="pretrained must be"):
+        ConvNeXt(arch="atto", pretrained=3)
+    assert ConvNeXt(arch="atto", pretrained=None).init_cfg is None

@@ -1,8 +1,9 @@
 """End to end on CPU: tools/train.py trains Mask R-CNN and UperNet with ConvNeXt V2-atto on the
-synthetic COCO/ADE20K sets, --resume continues the run, tools/test.py reports COCO AP and mIoU.
+synthetic COCO/ADE20K sets, --resume continues the run, tools/test.py reports COCO AP and mIoU, and
+both must have learned the shapes (thresholds far above what an untrained model scores).
 
-The real configs are used, shrunk through --cfg-options (tiny images, a few iterations, no
-pretrained download).
+The real configs are used, shrunk through --cfg-options (small images and heads, a short schedule of
+the same form, no pretrained download).
 """
 from __future__ import annotations
 
@@ -103,9 +104,28 @@ def seg_options(info: dict[str, Any], size: int = IMAGE_SIZE) -> dict[str, Any]:
     return options
 
 
+def short_schedule(lr: float = 1e-3, warmup: int = 2) -> dict[str, Any]:
+    """The config's schedule, shortened: its linear warm-up over ``warmup`` iterations, at base lr ``lr``."""
+    return {"optim_wrapper.optimizer.lr": lr, "param_scheduler.0.end": warmup}
+
+
+def small_det_heads(channels: int = 64) -> dict[str, Any]:
+    """Mask R-CNN's neck and heads at ``channels`` wide, with fewer proposals (the demo's sizes): fast on a CPU."""
+    roi = "model.roi_head"
+    return {"model.neck.out_channels": channels, "model.rpn_head.in_channels": channels,
+            "model.rpn_head.feat_channels": channels, f"{roi}.bbox_roi_extractor.out_channels": channels,
+            f"{roi}.mask_roi_extractor.out_channels": channels, f"{roi}.bbox_head.in_channels": channels,
+            f"{roi}.bbox_head.fc_out_channels": 4 * channels, f"{roi}.mask_head.in_channels": channels,
+            f"{roi}.mask_head.conv_out_channels": channels, "model.train_cfg.rcnn.sampler.num": 64,
+            "model.test_cfg.rpn.nms_pre": 300, "model.test_cfg.rpn.max_per_img": 100}
+
+
 def run_tool(*args: str, timeout: float = 900, threads: int = 2) -> str:
-    """Run a tools/ script (or any command) in a fresh interpreter; return its combined output."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
+    """Run a tools/ script (or any command) in a fresh interpreter; return its combined output.
+
+    tests/ is on the path too, so configs can import test helpers (tests/rank_snapshots.py).
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args[:3])} ... failed ({proc.returncode}):\n{output[-6000:]}"
@@ -123,66 +143,82 @@ def _meta(checkpoint: Path) -> dict[str, Any]:
         return torch.load(checkpoint, map_location="cpu")["meta"]
 
 
+DET_SIZE, SEG_SIZE = 96, 48
+
+
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> dict[str, Any]:
-    return make_coco_shapes(tmp_path_factory.mktemp("coco"), num_train=4, num_val=2, image_size=IMAGE_SIZE)
+    return make_coco_shapes(tmp_path_factory.mktemp("coco"), num_train=32, num_val=8, image_size=DET_SIZE)
 
 
 @pytest.fixture(scope="module")
 def ade(tmp_path_factory) -> dict[str, Any]:
-    return make_ade_shapes(tmp_path_factory.mktemp("ade"), num_train=4, num_val=2, image_size=IMAGE_SIZE)
+    return make_ade_shapes(tmp_path_factory.mktemp("ade"), num_train=32, num_val=16, image_size=SEG_SIZE,
+                           max_shapes=6)
 
 
-def test_mask_rcnn_trains_resumes_past_a_truncated_checkpoint_and_reports_coco_ap(coco, tmp_path):
+@pytest.mark.slow
+def test_mask_rcnn_trains_resumes_past_a_truncated_checkpoint_and_learns_the_shapes(coco, tmp_path):
     work = tmp_path / "work"
-    options = {**det_options(coco), "train_cfg.max_epochs": 2}
+    options = {**det_options(coco, DET_SIZE), **small_det_heads(), **short_schedule(2e-3, warmup=10),
+               "train_dataloader.batch_size": 4, "train_cfg.val_interval": 100, "randomness.seed": 0,
+               "param_scheduler.1.milestones": [6]}  # the 3x schedule's lr step, at epoch 6 of 8
     train = [sys.executable, "tools/train.py", str(DET_CONFIG), "--work-dir", str(work)]
-    run_tool(*train, *as_cli(options))
+    run_tool(*train, *as_cli({**options, "train_cfg.max_epochs": 2}))
     first, latest = work / "epoch_1.pth", work / "epoch_2.pth"
-    assert _meta(first)["epoch"] == 1 and _meta(first)["iter"] == 2  # 4 images, batch 2
+    assert _meta(first)["epoch"] == 1 and _meta(first)["iter"] == 8  # 32 images, batch 4
     assert (work / "last_checkpoint").read_text().strip() == str(latest)
     first_bytes = first.read_bytes()
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # killed while saving epoch 2
 
-    output = run_tool(*train, "--resume", *as_cli(options))
+    output = run_tool(*train, "--resume", *as_cli({**options, "train_cfg.max_epochs": 8,
+                                                    "default_hooks.checkpoint.interval": 4}))
     assert f"the checkpoint {latest} cannot be used (truncated or corrupt" in output
     assert f"resuming from {first}, the newest one that loads" in output
-    assert "resumed epoch: 1, iter: 2" in output
+    assert "resumed epoch: 1, iter: 8" in output
     assert "Epoch(train) [1]" not in output and "Epoch(train) [2]" in output
-    assert _meta(latest)["iter"] == 4  # epoch 2 trained again and saved whole
+    assert _meta(work / "epoch_8.pth")["iter"] == 64
     assert first.read_bytes() == first_bytes  # continued, not restarted
 
     out_file = tmp_path / "results.pkl"
-    output = run_tool(sys.executable, "tools/test.py", str(DET_CONFIG), str(work / "epoch_2.pth"),
+    output = run_tool(sys.executable, "tools/test.py", str(DET_CONFIG), str(work / "epoch_8.pth"),
                       "--work-dir", str(tmp_path / "test"), "--out", str(out_file), *as_cli(options))
     metrics = metrics_of(output)
-    for key in ("coco/bbox_mAP", "coco/bbox_mAP_50", "coco/segm_mAP", "coco/segm_mAP_50"):
-        assert 0.0 <= metrics[key] <= 1.0, metrics
+    # An untrained detector scores 0; 64 iterations give about 0.4 AP50 and 0.15 AP (box and mask).
+    assert metrics["coco/bbox_mAP_50"] > 0.2 and metrics["coco/segm_mAP_50"] > 0.2, metrics
+    assert metrics["coco/bbox_mAP"] > 0.05 and metrics["coco/segm_mAP"] > 0.05, metrics
     assert out_file.stat().st_size > 0
 
 
-def test_upernet_trains_resumes_and_reports_miou(ade, tmp_path):
+@pytest.mark.slow
+def test_upernet_trains_resumes_and_learns_the_shapes(ade, tmp_path):
     work = tmp_path / "work"
-    options = {**seg_options(ade), "train_cfg.val_interval": 2, "default_hooks.checkpoint.interval": 2}
+    crop, stride = 2 * SEG_SIZE // 3, SEG_SIZE // 3  # slide inference over 2 x 2 windows
+    options = {**seg_options(ade, SEG_SIZE), **short_schedule(2e-3, warmup=10), "param_scheduler.1.end": 100,
+               "model.decode_head.channels": 128, "model.auxiliary_head.channels": 64,
+               "model.test_cfg.crop_size": (crop, crop), "model.test_cfg.stride": (stride, stride),
+               "train_dataloader.batch_size": 4, "train_cfg.val_interval": 1000, "randomness.seed": 0}
     train = [sys.executable, "tools/train.py", str(SEG_CONFIG), "--work-dir", str(work)]
-    run_tool(*train, *as_cli({**options, "train_cfg.max_iters": 2}))
-    assert _meta(work / "iter_2.pth")["iter"] == 2
-
-    output = run_tool(*train, "--resume", str(work / "iter_2.pth"), *as_cli({**options, "train_cfg.max_iters": 4}))
-    assert "resumed epoch: 0, iter: 2" in output
+    output = run_tool(*train, *as_cli({**options, "train_cfg.max_iters": 2, "default_hooks.checkpoint.interval": 2}))
     # the config's AMP on the CPU: bfloat16 autocast where the CPU runs it natively, else fp32
     assert ("bfloat16 autocast" if CPU_BF16 else "AMP is off, training in fp32") in output
-    losses = [float(v) for v in re.findall(r"Iter\(train\) \[\s*\d+/4\].*? loss: (\S+)", output)]
+    losses = [float(v) for v in re.findall(r"Iter\(train\) \[\s*\d+/2\].*? loss: (\S+)", output)]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)  # GRN under bfloat16: no NaN
-    assert _meta(work / "iter_4.pth")["iter"] == 4
+    assert _meta(work / "iter_2.pth")["iter"] == 2
+
+    # The rest in fp32 on every CPU, so that the learning threshold below means the same everywhere.
+    resumed = {**options, "optim_wrapper.type": "OptimWrapper", "train_cfg.max_iters": 100}
+    output = run_tool(*train, "--resume", str(work / "iter_2.pth"), *as_cli(resumed))
+    assert "resumed epoch: 0, iter: 2" in output
+    assert _meta(work / "iter_100.pth")["iter"] == 100
 
     predictions = tmp_path / "predictions"
-    output = run_tool(sys.executable, "tools/test.py", str(SEG_CONFIG), str(work / "iter_4.pth"),
+    output = run_tool(sys.executable, "tools/test.py", str(SEG_CONFIG), str(work / "iter_100.pth"),
                       "--work-dir", str(tmp_path / "test"), "--out", str(predictions), *as_cli(options))
     metrics = metrics_of(output)
-    for key in ("mIoU", "mAcc", "aAcc"):
-        assert 0.0 <= metrics[key] <= 100.0, metrics
-    assert len(list(predictions.glob("*.png"))) == 2  # one predicted mask per validation image
+    # One class everywhere scores mAcc 25 (4 classes) and mIoU below 25; 100 iterations give about 45 and 35.
+    assert metrics["mAcc"] > 33 and metrics["mIoU"] > 27, metrics
+    assert len(list(predictions.glob("*.png"))) == 16  # one predicted mask per validation image
 
 
 def test_synthetic_sets_match_their_annotations(tmp_path):

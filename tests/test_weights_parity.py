@@ -1,4 +1,4 @@
-"""Output parity: weights saved by timm, Hugging Face, the official code and the sparse FCMAE encoder give,
+"""Output parity: weights saved by timm, Hugging Face, torchvision, the official code and the sparse FCMAE encoder give,
 once loaded through ``init_cfg``, the same stage outputs as the model that saved them (fp32, 1e-5 relative).
 
 atto covers timm's 1x1-conv MLP; tiny covers the Linear MLP (V2 through timm, V1 through Hugging Face).
@@ -10,11 +10,12 @@ import re
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2
-from cvx2_backbone.weights import load_pretrained
-from test_weights_support import assert_same_outputs, image, outputs, randomise
+from cvx2_backbone.weights import load_pretrained, read_checkpoint
+from test_weights_support import TOLERANCE, assert_same_outputs, image, outputs, randomise
 
 TIMM_CASES = {
     # name: (timm model, our class, preset, file the weights are saved as)
@@ -169,3 +170,37 @@ def test_huggingface_v1_tiny_pytorch_bin_folder(tmp_path):
     config.save_pretrained(tmp_path)
     torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
     assert_same_outputs(hf_stage_outputs(hf, image()), from_init_cfg(ConvNeXt, "tiny", tmp_path), image())
+
+
+# --- torchvision -----------------------------------------------------------------------------
+
+def torchvision_stage_outputs(model, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The outputs of torchvision's four stages (``features.1``, ``.3``, ``.5``, ``.7``)."""
+    stages = []
+    with torch.no_grad():
+        for index, layer in enumerate(model.eval().features):
+            x = layer(x)
+            if index % 2 == 1:
+                stages.append(x)
+    return tuple(stages)
+
+
+def test_torchvision_v1_tiny_parity_and_classifier(tmp_path):
+    import torchvision
+
+    reference = randomise(torchvision.models.convnext_tiny(weights=None), seed=16)
+    path = tmp_path / "convnext_tiny-983f1562.pth"  # the name torchvision's weights download under
+    torch.save(reference.state_dict(), path)
+    model = from_init_cfg(ConvNeXt, "tiny", path)
+    assert_same_outputs(torchvision_stage_outputs(reference, image()), model, image())
+
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.format == "torchvision" and checkpoint.arch.preset == "tiny" and checkpoint.arch.layer_scale
+    # the classifier maps too: torchvision's logits from our last stage, official norm + head
+    state = checkpoint.state_dict
+    pooled = outputs(model, image())[-1].mean((2, 3))
+    logits = F.linear(F.layer_norm(pooled, (768,), state["norm.weight"], state["norm.bias"], 1e-6),
+                      state["head.weight"], state["head.bias"])
+    with torch.no_grad():
+        expected = reference(image())
+    assert (logits - expected).abs().max() <= TOLERANCE * expected.abs().max()

@@ -10,6 +10,7 @@ crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(type='cvx2_backbone.ConvNeXtV2'),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)),
 )
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)

@@ -12,6 +12,7 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from ..resources import config_path
 from ..usage import UsageError
 
 TASKS = {"mmdet": "detection", "mmseg": "segmentation", "cvx2_backbone": "FCMAE pre-training"}
@@ -23,11 +24,9 @@ class ConfigError(UsageError, ValueError):
 
 
 def read_config(path: str | Path) -> Config:
-    """``Config.fromfile`` with one clear error for a missing file or one that is no mmengine config."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist; configs live under configs/ "
-                                f"(e.g. {EXAMPLE_CONFIG})")
+    """``Config.fromfile`` of a path or a name under the package's configs/, with one clear error for a missing
+    file or one that is no mmengine config."""
+    path = config_path(path)
     try:
         return Config.fromfile(str(path))
     except Exception as err:  # mmengine raises assorted errors (some without text) for files it cannot run
@@ -37,7 +36,8 @@ def read_config(path: str | Path) -> Config:
 
 
 def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
-    """Read a config file, merge ``--cfg-options`` and check that it names mmdet or mmseg as scope."""
+    """Read a config file (a path, or a name under the package's configs/), merge ``--cfg-options`` and check
+    that it names one of the scopes in ``TASKS``."""
     cfg = read_config(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

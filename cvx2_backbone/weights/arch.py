@@ -81,7 +81,7 @@ class ArchSpec:
         return kwargs
 
     def backbone_cfg(self, **overrides: Any) -> dict[str, Any]:
-        """An mmengine config dict for the backbone, e.g. ``dict(type='cvx2_backbone.ConvNeXtV2', arch='tiny', ...)``."""
+        """An mmengine config dict for the backbone, e.g. ``dict(type='cvx2_backbone.ConvNeXtV2', arch='tiny')``."""
         return {"type": f"cvx2_backbone.{self.backbone_class.__name__}", **self.arch_kwargs, **overrides}
 
     def build_backbone(self, **overrides: Any) -> ConvNeXt:

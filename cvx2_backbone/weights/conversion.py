@@ -19,7 +19,7 @@ class ConvertedStateDict:
     """
 
     state_dict: dict[str, Tensor]
-    format: str  # layout name: official, fcmae-sparse, timm, huggingface, mmpretrain
+    format: str  # layout name: official, fcmae-sparse, timm, huggingface, mmpretrain, torchvision
     format_description: str
     notes: list[str] = field(default_factory=list)
     discarded: dict[str, int] = field(default_factory=dict)  # non-backbone top-level names -> tensor count

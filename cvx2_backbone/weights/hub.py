@@ -2,6 +2,8 @@
 
 ``HubDownloader`` is the default; anything with the same two methods can replace it (see
 ``use_downloader``), which is how the tests resolve hub references from local files.
+In a distributed job ``once_per_node`` lets one process per machine download while the others
+wait, then read the cache: 8 ranks do not fetch the same 2.6 GB file 8 times into one path.
 """
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import os
 import urllib.error
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from .errors import HubUnavailableError
 
 _TRUTHY = {"1", "ON", "YES", "TRUE"}
+T = TypeVar("T")
 
 
 class Downloader(Protocol):
@@ -101,3 +104,57 @@ def use_downloader(downloader: Downloader) -> Iterator[Downloader]:
         yield downloader
     finally:
         _current.remove(downloader)
+
+
+def _process_group_size() -> int:
+    """World size of the default process group, 1 without one."""
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _is_node_leader() -> bool:
+    """Local rank 0: the ``LOCAL_RANK`` the launchers (torchrun, tools/slurm_train.sh, mpirun via the tools) set,
+    else the lowest global rank on this host."""
+    import socket
+
+    import torch.distributed as dist
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"]) == 0
+    hosts = [None] * dist.get_world_size()
+    dist.all_gather_object(hosts, socket.gethostname())
+    return hosts.index(hosts[dist.get_rank()]) == dist.get_rank()
+
+
+def _gather_failures(error: BaseException | None) -> list[str]:
+    """Every rank's failure message (one collective, so it is also the barrier)."""
+    import torch.distributed as dist
+    messages = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}")
+    return [f"rank {rank}: {message}" for rank, message in enumerate(messages) if message]
+
+
+def once_per_node(fetch: Callable[[], T], what: str) -> T:
+    """Run ``fetch`` on local rank 0 of each node first, then on the other ranks, which find it cached.
+
+    Without a process group (or with one process) this is just ``fetch()``. Every rank must call it
+    (``init_weights`` does, on all ranks); a failure on any rank is raised on all of them, so no rank
+    waits forever for one that gave up. Rank 0's download must finish within the process group's timeout.
+    """
+    if _process_group_size() == 1:
+        return fetch()
+    leader = _is_node_leader()
+    result, error = None, None
+    for leaders_turn in (True, False):
+        if leader == leaders_turn:
+            try:
+                result = fetch()
+            except Exception as err:  # reported to every rank below
+                error = err
+        failures = _gather_failures(error)  # the others wait here while this turn's ranks fetch
+        if failures:
+            break
+    if error is not None:
+        raise error
+    if failures:
+        raise HubUnavailableError(f"{what}: another rank could not fetch it ({'; '.join(failures)})")
+    return result

@@ -3,7 +3,7 @@
 A reference is a local file, a folder (a ``save_pretrained`` folder or a hub snapshot), an http(s)
 URL, ``hf://<repo id>[@revision]`` or ``timm/<model>[.<tag>]`` (timm's weights live on the
 Hugging Face hub as the repo ``timm/<model>.<tag>``). Safetensors files are preferred wherever a
-folder or repo offers both.
+folder or repo offers both. In a distributed job, local rank 0 of each node downloads first.
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import CheckpointError, HubUnavailableError
-from .hub import Downloader, current_downloader
+from .hub import Downloader, current_downloader, once_per_node
 
 # What a folder or hub repo may hold, best first.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _FORMS = ("a local file or folder, an http(s) URL, hf://<repo id> (Hugging Face hub) or timm/<model>.<tag> "
           "(timm weights, e.g. timm/convnextv2_tiny.fcmae_ft_in22k_in1k)")
@@ -56,11 +57,12 @@ def resolve_source(source: str | os.PathLike, downloader: Downloader | None = No
         repo_id, _, revision = reference[len("hf://"):].strip("/").partition("@")
         if repo_id.count("/") > 1 or not repo_id:
             raise ValueError(f"{reference!r} is not a Hugging Face reference; write hf://<owner>/<name>[@revision]")
-        return _resolve_hub(reference, repo_id, revision or None, downloader)
+        return once_per_node(lambda: _resolve_hub(reference, repo_id, revision or None, downloader), reference)
     if reference.startswith("timm/"):
-        return _resolve_hub(reference, _timm_repo_id(reference), None, downloader)
+        repo_id = _timm_repo_id(reference)
+        return once_per_node(lambda: _resolve_hub(reference, repo_id, None, downloader), reference)
     if reference.startswith(("http://", "https://")):
-        return ResolvedSource(reference, (downloader.url(reference),))
+        return once_per_node(lambda: ResolvedSource(reference, (downloader.url(reference),)), reference)
     raise FileNotFoundError(f"checkpoint {reference!r} not found: no such file or folder. A checkpoint is {_FORMS}")
 
 

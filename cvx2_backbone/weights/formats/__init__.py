@@ -11,10 +11,10 @@ from types import ModuleType
 from torch import Tensor
 
 from ..errors import CheckpointError
-from . import huggingface, mmpretrain, official, sparse, timm
+from . import huggingface, mmpretrain, official, sparse, timm, torchvision
 
 # Checked in this order; the official layout's signature is the loosest, so it comes last.
-LAYOUTS: tuple[ModuleType, ...] = (huggingface, timm, mmpretrain, sparse, official)
+LAYOUTS: tuple[ModuleType, ...] = (huggingface, timm, mmpretrain, sparse, torchvision, official)
 
 _FLAT_PARAMS = re.compile(r"(\.grn\.(gamma|beta)|^stages\.\d+\.\d+\.gamma|\.bias)$")
 _POINTWISE = re.compile(r"^stages\.\d+\.\d+\.pwconv[12]\.weight$")
