@@ -15,7 +15,7 @@ from typing import Any, Union
 from mmengine.config import Config
 from torch import Tensor, nn
 
-from ..ops import plain_ops
+from ..ops import fp16_safe_statistics, plain_ops
 from .mmdeploy_compat import export_patches, require_mmdeploy
 
 ConfigLike = Union[str, Path, Config]
@@ -144,7 +144,8 @@ def export_onnx(deploy_cfg: ConfigLike, model_cfg: ConfigLike, checkpoint: str |
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     prefix = work_dir / Path(file_name).stem
-    with export_patches(), plain_ops():  # tracing picks the plain ops anyway; explicit here
+    # tracing picks the plain ops anyway (explicit here); GRN's norms in the form that stays finite in fp16
+    with export_patches(), plain_ops(), fp16_safe_statistics():
         export(model, inputs, str(prefix), backend=get_backend(deploy_cfg).value,
                input_metas={"data_samples": data_samples, "mode": "predict"},
                context_info={"deploy_cfg": deploy_cfg}, input_names=onnx_cfg["input_names"],
