@@ -93,7 +93,7 @@ CASES = [
      r"unknown decay_type 'foo'; choose one of \['layer_wise', 'stage_wise', 'block_wise'\]"),
     ("cvx2", [LR, str(DET_CONFIG), "--cfg-options", "optim_wrapper.paramwise_cfg.num_layers=2"],
      r"num_layers=2 is too small .*Use num_layers >= 5"),
-    ("cvx2", [LR, "{root}/nope.py"], r"config file '.*nope.py' does not exist, here or under .*configs \(e.g. configs/"),
+    ("cvx2", [LR, "{root}/nope.py"], r"config file '.*nope.py' does not exist, here or under .*configs \(e.g. "),
     ("cvx2", [LR, str(ROOT / "setup.py")],
      r"cannot read .*setup.py as an mmengine config \(RuntimeError: no details\)"),
     ("cvx2", ["bench", "--sizes", "small"], r"unknown size 'small' in --sizes; choose from atto, femto"),
