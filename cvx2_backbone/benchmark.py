@@ -346,7 +346,7 @@ def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float:
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     current = peak = 0
@@ -354,6 +354,23 @@ def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float:
         current += event.nbytes()
         peak = max(peak, current)
     return peak / 2**20
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: torch's profiler (kineto) logs every start and stop from C++ to stderr.
+
+    Python exceptions still propagate; only native writes to stderr inside the block are dropped.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager
