@@ -170,7 +170,7 @@ def export_backbone(model: nn.Module, output: str | os.PathLike, *, exporter: st
         staging.mkdir()
         staged = {kind: staging / path.name for kind, path in targets.items()}
         with torch.no_grad(), ops.plain_ops(), ops.fp16_safe_statistics(fp16_safe):
-            _torch_export(ExportableBackbone(extractor), staged["onnx"], exporter, opset, extractor.out_features)
+            _torch_export(ExportableBackbone(extractor).eval(), staged["onnx"], exporter, opset, extractor.out_features)
         _finish_onnx(staged["onnx"], metadata)
         if openvino:
             _save_openvino(staged["onnx"], staged["xml"], metadata)
