@@ -100,16 +100,11 @@ def check_exporter(exporter: str) -> None:
 def _torch_export(module: nn.Module, path: Path, exporter: str, opset: int, output_names: Sequence[str]) -> None:
     sample = (torch.randn(*EXPORT_SAMPLE),)
     with warnings.catch_warnings():
-        _run_exporter(module, sample, path, exporter, opset, output_names)
-
-
-def _run_exporter(module: nn.Module, sample: tuple[Tensor], path: Path, exporter: str, opset: int,
-                  output_names: Sequence[str]) -> None:
-    if exporter == "dynamo":
-        torch.onnx.export(module, sample, str(path), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=list(output_names), verbose=False,
-                          dynamic_shapes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}})
-    else:
+        if exporter == "dynamo":
+            torch.onnx.export(module, sample, str(path), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                              output_names=list(output_names), verbose=False,
+                              dynamic_shapes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}})
+            return
         # The backbone's input checks read the traced shape (a TracerWarning each); the graph has none of them.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(module, sample, str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],

@@ -40,27 +40,27 @@ _recorders: list[Counter] = []
 
 
 @contextlib.contextmanager
-def plain_ops() -> Iterator[None]:
-    """Run every ConvNeXt block inside the ``with`` block on the plain ops (export, debugging, comparisons)."""
-    token = _plain_forced.set(True)
+def _switched(switch: contextvars.ContextVar[bool], value: bool) -> Iterator[None]:
+    """``switch`` set to ``value`` inside the ``with`` block, restored after it."""
+    token = switch.set(value)
     try:
         yield
     finally:
-        _plain_forced.reset(token)
+        switch.reset(token)
 
 
-@contextlib.contextmanager
-def fp16_safe_statistics(enabled: bool = True) -> Iterator[None]:
+def plain_ops() -> contextlib.AbstractContextManager[None]:
+    """Run every ConvNeXt block inside the ``with`` block on the plain ops (export, debugging, comparisons)."""
+    return _switched(_plain_forced, True)
+
+
+def fp16_safe_statistics(enabled: bool = True) -> contextlib.AbstractContextManager[None]:
     """In the block the plain GRN takes its norms of inputs scaled by their maxima (:func:`.grn.scaled_response_norm`).
 
     Mathematically the official formula, equal to it in fp32 within rounding; a graph traced or exported here
     keeps that form, so it does not overflow when a converter or runtime later runs it in fp16.
     """
-    token = _fp16_safe.set(enabled)
-    try:
-        yield
-    finally:
-        _fp16_safe.reset(token)
+    return _switched(_fp16_safe, enabled)
 
 
 def fp16_safe_statistics_enabled() -> bool:
