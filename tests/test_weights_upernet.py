@@ -7,22 +7,27 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import ConvNextV2Config, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
+import pytest
+from transformers import ConvNextConfig, ConvNextV2Config, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
 
 from cvx2_backbone.cli import main
 from test_weights_support import randomise, relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
-ATTO_CONFIG = ROOT / "configs/convnextv2/upernet_convnextv2-atto-fcmae_8xb2-160k_ade20k-512x512.py"
+V2_ATTO = ("configs/convnextv2/upernet_convnextv2-atto-fcmae_8xb2-160k_ade20k-512x512.py", ConvNextV2Config,
+           [2, 2, 6, 2], [40, 80, 160, 320])
+V1_TINY = ("configs/convnext/upernet_convnext-tiny-in1k_8xb2-160k_ade20k-512x512.py", ConvNextConfig,
+           [3, 3, 9, 3], [96, 192, 384, 768])
 LABELS = ["wall", "sky", "tree", "road", "person"]
 TOLERANCE = 1e-4
 
 
-def small_upernet(seed: int = 0) -> UperNetForSemanticSegmentation:
-    """A randomised transformers UperNet on ConvNeXt V2-atto with small heads and non-trivial BatchNorm statistics."""
-    backbone = ConvNextV2Config(depths=[2, 2, 6, 2], hidden_sizes=[40, 80, 160, 320],
-                                out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = UperNetConfig(backbone_config=backbone, hidden_size=32, auxiliary_channels=16, auxiliary_in_channels=160,
+def small_upernet(case=V2_ATTO, seed: int = 0) -> UperNetForSemanticSegmentation:
+    """A randomised transformers UperNet on a ConvNeXt with small heads and non-trivial BatchNorm statistics."""
+    _, config_class, depths, dims = case
+    backbone = config_class(depths=depths, hidden_sizes=dims, out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = UperNetConfig(backbone_config=backbone, hidden_size=32, auxiliary_channels=16,
+                           auxiliary_in_channels=dims[2],
                            num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
                            label2id={name: i for i, name in enumerate(LABELS)})
     torch.manual_seed(seed)
@@ -36,15 +41,15 @@ def small_upernet(seed: int = 0) -> UperNetForSemanticSegmentation:
     return model.eval()
 
 
-def build_mmseg(heads: dict):
-    """The shipped atto UperNet config, heads resized as `cvx2 convert` says, BatchNorm instead of SyncBN (CPU)."""
+def build_mmseg(config: str, heads: dict):
+    """A shipped UperNet config, heads resized as `cvx2 convert` says, BatchNorm instead of SyncBN (CPU)."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
     import cvx2_backbone  # noqa: F401  (registers the backbone)
 
-    cfg = Config.fromfile(str(ATTO_CONFIG))
+    cfg = Config.fromfile(str(ROOT / config))
     cfg.merge_from_dict(heads)
     cfg.model.backbone.init_cfg = None
     norm = dict(type="BN", requires_grad=True)
@@ -60,15 +65,16 @@ def _heads(hf_model, x):
         return hf_model(x).logits, hf_model.auxiliary_head(features)
 
 
-def test_upernet_round_trip_transformers_mmseg_transformers(tmp_path, capsys):
-    hf_model = small_upernet()
+@pytest.mark.parametrize("case", [V2_ATTO, V1_TINY], ids=["v2-atto", "v1-tiny"])
+def test_upernet_round_trip_transformers_mmseg_transformers(case, tmp_path, capsys):
+    hf_model = small_upernet(case)
     hf_model.save_pretrained(tmp_path / "hf")
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     logits, aux = _heads(hf_model, x)
 
     assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "seg.pth")]) == 0
     printed = capsys.readouterr().out
-    assert "upernet_convnextv2-atto-fcmae_8xb2-160k_ade20k-512x512.py" in printed
+    assert f"use it as:  python tools/test.py {case[0]} " in printed
     checkpoint = torch.load(tmp_path / "seg.pth", weights_only=True)
     assert checkpoint["meta"]["dataset_meta"]["classes"] == LABELS
     options = printed.split("--cfg-options ", 1)[1].split()
@@ -76,7 +82,7 @@ def test_upernet_round_trip_transformers_mmseg_transformers(tmp_path, capsys):
              for k, v in (option.split("=", 1) for option in options)}
     assert heads == {"model.decode_head.channels": 32, "model.decode_head.num_classes": 5,
                      "model.auxiliary_head.channels": 16, "model.auxiliary_head.num_classes": 5}
-    segmentor = build_mmseg(heads)
+    segmentor = build_mmseg(case[0], heads)
     segmentor.load_state_dict(checkpoint["state_dict"], strict=True)
     with torch.no_grad():
         meta = [dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64))]
@@ -119,3 +125,18 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     line = _one_line_exit_2(["convert", str(tmp_path / "swin"), str(tmp_path / "c"), "--to", "onnx"], capsys)
     assert "'onnx'" in line and "cvx2, hf, timm, official" in line
     assert not any((tmp_path / name).exists() for name in ("a.pth", "b.pth", "c"))
+
+
+def test_a_hub_upernet_converts_like_a_folder(tmp_path):
+    from cvx2_backbone.weights import convert_checkpoint, use_downloader
+    from test_weights_sources import FakeHub
+
+    small_upernet().save_pretrained(tmp_path / "hf")
+    hub = FakeHub({("org/upernet", name): tmp_path / "hf" / name for name in ("model.safetensors", "config.json")})
+    with use_downloader(hub):
+        result = convert_checkpoint("hf://org/upernet", tmp_path / "seg.pth")
+    assert result.written.format == "mmseg" and ("org/upernet", "config.json", None) in hub.requests
+    checkpoint = torch.load(tmp_path / "seg.pth", weights_only=True)
+    assert checkpoint["meta"]["dataset_meta"]["classes"] == LABELS
+    expected = {f"backbone.{k}" for k in ("norm0.weight", "stages.2.5.grn.gamma", "downsample_layers.3.1.bias")}
+    assert expected <= set(checkpoint["state_dict"])

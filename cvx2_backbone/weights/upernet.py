@@ -7,7 +7,6 @@ through the Hugging Face reader and writer of this package (``hidden_states_norm
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,10 +34,9 @@ STANDARD_POOL_SCALES = (1, 2, 3, 6)
 SHIPPED_V1_SIZES = ("tiny", "small", "base", "large", "xlarge")
 
 
-def is_hf_upernet(folder: Path) -> bool:
-    """A transformers UperNet folder: its config.json says ``model_type: upernet``."""
-    config = folder / "config.json"
-    return folder.is_dir() and config.is_file() and _read_json(config).get("model_type") == "upernet"
+def is_hf_upernet(config: Mapping[str, Any] | None) -> bool:
+    """A transformers UperNet's config.json: ``model_type: upernet``."""
+    return bool(config) and config.get("model_type") == "upernet"
 
 
 def holds_segmentor(state_dict: Mapping[str, Any]) -> bool:
@@ -47,46 +45,38 @@ def holds_segmentor(state_dict: Mapping[str, Any]) -> bool:
         any(k.startswith("backbone.") for k in state_dict)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err}); save the model again with save_pretrained") from err
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a JSON object")
-    return data
+def check_hf_backbone(config: Mapping[str, Any], reference: str) -> dict:
+    """The UperNet's backbone config; an error unless it is a ConvNeXt (V1 or V2)."""
+    backbone_config = config.get("backbone_config") or {}
+    backbone_type = backbone_config.get("model_type")
+    if backbone_type not in ("convnext", "convnextv2"):
+        raise CheckpointError(f"{reference}: the UperNet's backbone is {backbone_type or 'not named'}; only ConvNeXt "
+                              "V1/V2 backbones (model_type convnext or convnextv2) convert to this project's configs")
+    return dict(backbone_config)
 
 
 # --- transformers -> mmseg ----------------------------------------------------------------------
 
-def hf_upernet_to_mmseg(folder: Path, path: Path) -> Written:
-    """A transformers UperNet folder -> an mmseg checkpoint (``state_dict`` + ``meta.dataset_meta``)."""
-    from .reading import read_files
-    from .sources import resolve_source
-
-    config = _read_json(folder / "config.json")
-    backbone_config = config.get("backbone_config") or {}
-    backbone_type = backbone_config.get("model_type")
-    if backbone_type not in ("convnext", "convnextv2"):
-        raise CheckpointError(f"{folder}: the UperNet's backbone is {backbone_type or 'not named'}; only ConvNeXt "
-                              "V1/V2 backbones (model_type convnext or convnextv2) convert to this project's configs")
-    resolved = resolve_source(str(folder))
-    state = read_files(resolved.weight_files).obj
+def hf_upernet_to_mmseg(config: Mapping[str, Any], state: Mapping[str, Tensor], reference: str,
+                        path: Path) -> Written:
+    """A transformers UperNet (its config.json and weights) -> an mmseg checkpoint (``state_dict`` +
+    ``meta.dataset_meta``)."""
+    backbone_config = check_hf_backbone(config, reference)
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     heads = {k: v for k, v in state.items() if k.startswith(HEADS)}
     other = sorted({k.split(".", 1)[0] for k in state if not k.startswith(("backbone.", *HEADS))})
     if not backbone or not heads or other:
-        raise CheckpointError(f"{folder}: expected backbone.*, decode_head.* and auxiliary_head.* weights, found "
+        raise CheckpointError(f"{reference}: expected backbone.*, decode_head.* and auxiliary_head.* weights, found "
                               f"top-level names {sorted({k.split('.', 1)[0] for k in state})}")
     converted = canonical_shapes(hf_reader.convert(backbone))
-    arch = apply_config(arch_from_state_dict(converted), backbone_config, str(folder))
+    arch = apply_config(arch_from_state_dict(converted), backbone_config, reference)
     if arch.activation != "gelu":
-        raise CheckpointError(f"{folder}: the backbone uses hidden_act={arch.hidden_act!r}; the shipped UperNet "
+        raise CheckpointError(f"{reference}: the backbone uses hidden_act={arch.hidden_act!r}; the shipped UperNet "
                               "configs build GELU backbones: add hidden_act to model.backbone in your config")
     tensors = {f"backbone.{k}": v for k, v in converted.items()}
     tensors.update(rename(heads, _HF_TO_MMSEG))
     labels = _labels(config)
-    meta = {"dataset_meta": {"classes": labels}, "source": str(folder), "converted_by": "cvx2 convert",
+    meta = {"dataset_meta": {"classes": labels}, "source": reference, "converted_by": "cvx2 convert",
             "config": shipped_config(arch, STANDARD_POOL_SCALES)}
     with atomic_path(path) as tmp:  # an interrupt never leaves half a file
         torch.save({"state_dict": {k: v.contiguous() for k, v in tensors.items()}, "meta": meta}, tmp)
