@@ -202,6 +202,11 @@ def _backbone_outputs(config: Mapping[str, Any]) -> tuple[str, ...] | None:
     """The outputs of a Hugging Face *backbone* config (a plain model's config also lists out_features, unused)."""
     if not any(a.endswith("Backbone") for a in config.get("architectures") or []):
         return None
+    return config_outputs(config)
+
+
+def config_outputs(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The ``out_features`` (or ``out_indices``, as names) of a Hugging Face ConvNeXt config."""
     names = config.get("out_features")
     if names is None and config.get("out_indices") is not None:
         stage_names = config.get("stage_names") or ["stem"] + [f"stage{i + 1}" for i in range(len(config["depths"]))]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..files import atomic_path
-from .arch import ArchSpec, apply_config, arch_from_state_dict
+from .arch import ArchSpec, apply_config, arch_from_state_dict, config_outputs
 from .containers import find_state_dict
 from .errors import CheckpointError
 from .formats import canonical_shapes, to_project_layout
@@ -70,6 +70,11 @@ def hf_upernet_to_mmseg(config: Mapping[str, Any], state: Mapping[str, Tensor], 
                               f"top-level names {sorted({k.split('.', 1)[0] for k in state})}")
     converted = canonical_shapes(hf_reader.convert(backbone))
     arch = apply_config(arch_from_state_dict(converted), backbone_config, reference)
+    stages = tuple(f"stage{i + 1}" for i in range(len(arch.depths)))
+    outputs = config_outputs(backbone_config)
+    if outputs != stages:
+        raise CheckpointError(f"{reference}: the UperNet's backbone returns {list(outputs or [])}; the "
+                              f"shipped configs take every stage ({', '.join(stages)})")
     if arch.activation != "gelu":
         raise CheckpointError(f"{reference}: the backbone uses hidden_act={arch.hidden_act!r}; the shipped UperNet "
                               "configs build GELU backbones: add hidden_act to model.backbone in your config")
@@ -77,19 +82,21 @@ def hf_upernet_to_mmseg(config: Mapping[str, Any], state: Mapping[str, Tensor], 
     tensors.update(rename(heads, _HF_TO_MMSEG))
     labels = _labels(config)
     meta = {"dataset_meta": {"classes": labels}, "source": reference, "converted_by": "cvx2 convert",
-            "config": shipped_config(arch, STANDARD_POOL_SCALES)}
+            "config": shipped_config(arch)}
     with atomic_path(path) as tmp:  # an interrupt never leaves half a file
         torch.save({"state_dict": {k: v.contiguous() for k, v in tensors.items()}, "meta": meta}, tmp)
-    return Written(path, "mmseg", len(tensors), usage=_mmseg_usage(arch, tensors, len(labels), path))
+    pool_scales = tuple(config.get("pool_scales") or STANDARD_POOL_SCALES)
+    return Written(path, "mmseg", len(tensors), usage=_mmseg_usage(arch, tensors, len(labels), pool_scales, path))
 
 
 def _labels(config: Mapping[str, Any]) -> list[str]:
+    """The class names in label order, from the config's ``id2label`` (JSON keys are strings)."""
     id2label = config.get("id2label") or {}
     count = int(config.get("num_labels") or len(id2label))
     return [str(id2label.get(str(i), id2label.get(i, f"class_{i}"))) for i in range(count)]
 
 
-def shipped_config(arch: ArchSpec, pool_scales: tuple[int, ...]) -> str:
+def shipped_config(arch: ArchSpec) -> str:
     """The shipped UperNet config of this backbone size (configs/convnextv2/... or configs/convnext/...)."""
     if arch.use_grn and arch.preset:
         crop = 640 if arch.preset in ("large", "huge") else 512
@@ -102,27 +109,33 @@ def shipped_config(arch: ArchSpec, pool_scales: tuple[int, ...]) -> str:
     return f"configs/_base_/{base}_160k_ade20k-512x512.py with model.backbone.arch={arch.arch_kwargs['arch']}"
 
 
-def head_overrides(tensors: Mapping[str, Tensor], num_classes: int) -> dict[str, Any]:
-    """The config values the heads' weights fix (channels, classes, auxiliary convs), as ``--cfg-options``."""
+def head_overrides(tensors: Mapping[str, Tensor], num_classes: int, pool_scales: tuple[int, ...]) -> dict[str, Any]:
+    """The config values the heads fix (channels, classes, pool scales, auxiliary convs), as ``--cfg-options``."""
     decode = tensors["decode_head.conv_seg.weight"]
     options: dict[str, Any] = {"model.decode_head.channels": int(decode.shape[1]),
-                               "model.decode_head.num_classes": num_classes}
+                               "model.decode_head.num_classes": num_classes,
+                               "model.decode_head.pool_scales": f"({','.join(map(str, pool_scales))})"}
     aux_convs = sorted(int(m.group(1)) for k in tensors if (m := _AUX_CONV.match(k)))
     if aux_convs:
         options["model.auxiliary_head.channels"] = int(tensors["auxiliary_head.conv_seg.weight"].shape[1])
         options["model.auxiliary_head.num_classes"] = num_classes
         options["model.auxiliary_head.num_convs"] = len(aux_convs)
         options["model.auxiliary_head.concat_input"] = "auxiliary_head.conv_cat.conv.weight" in tensors
+    else:
+        options["model.auxiliary_head"] = None
     return options
 
 
-def _mmseg_usage(arch: ArchSpec, tensors: Mapping[str, Tensor], num_classes: int, path: Path) -> str:
-    options = head_overrides(tensors, num_classes)
+def _mmseg_usage(arch: ArchSpec, tensors: Mapping[str, Tensor], num_classes: int, pool_scales: tuple[int, ...],
+                 path: Path) -> str:
+    """The tools/test.py command line for the shipped config, with the options whose values differ from it."""
+    options = head_overrides(tensors, num_classes, pool_scales)
     defaults = {"model.decode_head.channels": 512, "model.decode_head.num_classes": 150,
+                "model.decode_head.pool_scales": "(1,2,3,6)",
                 "model.auxiliary_head.channels": 256, "model.auxiliary_head.num_classes": 150,
                 "model.auxiliary_head.num_convs": 1, "model.auxiliary_head.concat_input": False}
     changed = " ".join(f"{k}={v}" for k, v in options.items() if defaults.get(k) != v)
-    return (f"python tools/test.py {shipped_config(arch, STANDARD_POOL_SCALES)} {path}"
+    return (f"python tools/test.py {shipped_config(arch)} {path}"
             + (f" --cfg-options {changed}" if changed else ""))
 
 
