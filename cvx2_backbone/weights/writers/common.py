@@ -43,7 +43,7 @@ def fit_shapes(tensors: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> d
     for key, value in tensors.items():
         shape = target[key].shape
         if value.shape != shape:
-            if value.numel() != shape.numel():
+            if [d for d in value.shape if d != 1] != [d for d in shape if d != 1]:  # only singleton axes may differ
                 raise CheckpointError(f"{key}: the checkpoint's {tuple(value.shape)} does not fit the target's "
                                       f"{tuple(shape)}")
             value = value.reshape(shape)
