@@ -12,7 +12,7 @@ from timm.models import load_checkpoint
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2
 from cvx2_backbone.cli import main
-from cvx2_backbone.weights import read_checkpoint, save_checkpoint
+from cvx2_backbone.weights import Checkpoint, read_checkpoint, save_checkpoint
 from test_weights_support import assert_same_outputs, image, randomise, relative_error
 
 CASES = [(ConvNeXtV2, "atto"), (ConvNeXtV2, "tiny"), (ConvNeXt, "tiny")]
@@ -137,3 +137,30 @@ def test_cli_convert_to_each_layout_and_back(tmp_path, capsys):
             reference = ConvNeXtV2(arch="atto", out_norm=False)
             reference.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("norm")})
         assert_same_outputs(reference, fresh, x)
+
+
+def test_custom_size_and_activation_reach_transformers_and_timm(tmp_path):
+    """A size without a preset and a ReLU MLP: config.json and timm's create_model arguments carry both."""
+    torch.manual_seed(4)
+    backbone = randomise(ConvNeXtV2(arch=dict(depths=[1, 1, 2, 1], dims=[8, 16, 32, 64]), hidden_act="relu",
+                                    out_norm=True, out_features=["stage2", "stage4"]), seed=11)
+    assert save_checkpoint(read_checkpoint(backbone.state_dict()), tmp_path / "bare", format="hf").notes[0].startswith(
+        "the checkpoint does not record its activation: written as GELU")
+    checkpoint = Checkpoint.of_model(backbone)  # the weights with the model's architecture, activation included
+    x = image(size=(64, 64))
+    save_checkpoint(checkpoint, tmp_path / "hf", format="hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["hidden_act"], config["out_features"]) == ("relu", ["stage2", "stage4"])
+    hf_model = transformers.ConvNextV2Backbone.from_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        assert_same_outputs(hf_model.eval()(x).feature_maps, backbone, x)
+
+    written = save_checkpoint(checkpoint, tmp_path / "t.safetensors", format="timm")
+    assert "depths=(1, 1, 2, 1)" in written.usage and "act_layer='relu'" in written.usage
+    model = timm.create_model("convnextv2_tiny", pretrained=True, depths=(1, 1, 2, 1), dims=(8, 16, 32, 64),
+                              conv_mlp=False, act_layer="relu",
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / "t.safetensors"), num_classes=0))
+    backbone.out_norm = False
+    with torch.no_grad():
+        stages = model.eval().forward_intermediates(x, indices=[1, 3], intermediates_only=True)
+        assert_same_outputs(stages, backbone, x)

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"left out:   {part}")
     for part in written.filled_in:
         print(f"filled in:  {part}")
+    for note in written.notes:
+        print(f"note:       {note}")
     print(f"wrote:      {written.path} ({written.tensors} tensors, {written.format} layout)")
     print(f"use it as:  {written.usage}")
     return 0

@@ -39,6 +39,13 @@ class Checkpoint:
     neck: dict[str, Tensor] = field(default_factory=dict)  # a detector's neck (``neck.`` stripped), if any
     recorded_arch: ArchSpec | None = None  # the ``arch`` metadata of a file this project wrote
 
+    @classmethod
+    def of_model(cls, model: ConvNeXt) -> "Checkpoint":
+        """A built backbone's weights with its whole architecture (activation included), e.g. to export them."""
+        converted = convert_state_dict(model.state_dict())
+        return cls(f"<{type(model).__name__}>", converted.state_dict, converted.format, converted.format_description,
+                   recorded_arch=ArchSpec.of_model(model))
+
     @cached_property
     def arch(self) -> ArchSpec:
         """The architecture, from the weights' shapes, with what a Hugging Face config.json (or this project's own

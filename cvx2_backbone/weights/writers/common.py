@@ -7,12 +7,15 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    from ..arch import ArchSpec
 
 SAFETENSORS_SUFFIX = ".safetensors"
 OUTPUT_NORM = re.compile(r"^(norm\d+|norm_stem)\.")
@@ -29,6 +32,15 @@ class Written:
     left_out: list[str] = field(default_factory=list)  # checkpoint parts the target has no place for
     filled_in: list[str] = field(default_factory=list)  # target tensors the checkpoint lacks, written at their init
     usage: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def activation_notes(arch: ArchSpec) -> list[str]:
+    """A note when the target needs the activation and the checkpoint does not record it (GELU is then written)."""
+    if arch.hidden_act is not None:
+        return []
+    return ["the checkpoint does not record its activation: written as GELU, as in every published ConvNeXt "
+            "(export a model of another activation with save_checkpoint(Checkpoint.of_model(backbone), ...))"]
 
 
 def modules_of(keys: list[str]) -> str:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ...convnext import canonical_activation
 from ..errors import CheckpointError
 from ..formats.rename import compile_rules, rename_key
-from .common import CLASSIFIER, OUTPUT_NORM, Written, fill_from, fit_shapes, modules_of, save_pretrained
+from .common import (CLASSIFIER, OUTPUT_NORM, Written, activation_notes, fill_from, fit_shapes, modules_of,
+                     save_pretrained)
 
 if TYPE_CHECKING:
     from ..arch import ArchSpec
@@ -134,4 +135,5 @@ def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
     return Written(path, NAME, len(tensors), left_out=left_out,
                    filled_in=[f"{modules_of(filled)} (not in the checkpoint: LayerNorm init, weight 1 and bias 0)"]
                    if filled else [],
-                   usage=f"transformers.{cls.__name__}.from_pretrained('{path}')")
+                   usage=f"transformers.{cls.__name__}.from_pretrained('{path}')",
+                   notes=activation_notes(checkpoint.arch))

@@ -16,7 +16,7 @@ import torch
 from ...convnext import canonical_activation
 from ..errors import CheckpointError
 from ..formats.rename import compile_rules, rename_key
-from .common import OUTPUT_NORM, Written, fit_shapes, modules_of, save_tensors
+from .common import OUTPUT_NORM, Written, activation_notes, fit_shapes, modules_of, save_tensors
 
 if TYPE_CHECKING:
     from ..arch import ArchSpec
@@ -95,4 +95,5 @@ def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
                    filled_in=["head.norm (not in the checkpoint: LayerNorm init, weight 1 and bias 0)"]
                    if filled else [],
                    usage=f"timm.create_model('{name}', pretrained=True{args}, "
-                         f"pretrained_cfg_overlay=dict(file='{path}', num_classes={num_classes}))")
+                         f"pretrained_cfg_overlay=dict(file='{path}', num_classes={num_classes}))",
+                   notes=activation_notes(arch))
