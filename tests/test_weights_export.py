@@ -137,6 +137,10 @@ def test_cli_convert_to_each_layout_and_back(tmp_path, capsys):
             reference = ConvNeXtV2(arch="atto", out_norm=False)
             reference.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("norm")})
         assert_same_outputs(reference, fresh, x)
+    (tmp_path / "hf" / "stale.txt").write_text("from the previous export")
+    assert main(["convert", str(source), str(tmp_path / "hf"), "--to", "hf", "--force"]) == 0
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
 def test_custom_size_and_activation_reach_transformers_and_timm(tmp_path):

@@ -62,6 +62,8 @@ def hf_upernet_to_mmseg(config: Mapping[str, Any], state: Mapping[str, Tensor], 
     """A transformers UperNet (its config.json and weights) -> an mmseg checkpoint (``state_dict`` +
     ``meta.dataset_meta``)."""
     backbone_config = check_hf_backbone(config, reference)
+    if path.suffix == ".safetensors":
+        raise ValueError(f"{path}: an mmseg checkpoint is a torch file (state_dict and meta); name it .pth")
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     heads = {k: v for k, v in state.items() if k.startswith(HEADS)}
     other = sorted({k.split(".", 1)[0] for k in state if not k.startswith(("backbone.", *HEADS))})
