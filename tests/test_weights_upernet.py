@@ -18,14 +18,16 @@ V2_ATTO = ("configs/convnextv2/upernet_convnextv2-atto-fcmae_8xb2-160k_ade20k-51
            [2, 2, 6, 2], [40, 80, 160, 320])
 V1_TINY = ("configs/convnext/upernet_convnext-tiny-in1k_8xb2-160k_ade20k-512x512.py", ConvNextConfig,
            [3, 3, 9, 3], [96, 192, 384, 768])
+V2_ATTO_RELU = (*V2_ATTO, "relu")
 LABELS = ["wall", "sky", "tree", "road", "person"]
 TOLERANCE = 1e-4
 
 
 def small_upernet(case=V2_ATTO, seed: int = 0) -> UperNetForSemanticSegmentation:
     """A randomised transformers UperNet on a ConvNeXt with small heads and non-trivial BatchNorm statistics."""
-    _, config_class, depths, dims = case
-    backbone = config_class(depths=depths, hidden_sizes=dims, out_features=["stage1", "stage2", "stage3", "stage4"])
+    _, config_class, depths, dims, *activation = case
+    backbone = config_class(depths=depths, hidden_sizes=dims, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            hidden_act=activation[0] if activation else "gelu")
     config = UperNetConfig(backbone_config=backbone, hidden_size=32, auxiliary_channels=16,
                            auxiliary_in_channels=dims[2],
                            num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
@@ -65,7 +67,7 @@ def _heads(hf_model, x):
         return hf_model(x).logits, hf_model.auxiliary_head(features)
 
 
-@pytest.mark.parametrize("case", [V2_ATTO, V1_TINY], ids=["v2-atto", "v1-tiny"])
+@pytest.mark.parametrize("case", [V2_ATTO, V1_TINY, V2_ATTO_RELU], ids=["v2-atto", "v1-tiny", "v2-atto-relu"])
 def test_upernet_round_trip_transformers_mmseg_transformers(case, tmp_path, capsys):
     hf_model = small_upernet(case)
     hf_model.save_pretrained(tmp_path / "hf")
@@ -80,8 +82,11 @@ def test_upernet_round_trip_transformers_mmseg_transformers(case, tmp_path, caps
     options = printed.split("--cfg-options ", 1)[1].split()
     heads = {k: json.loads(v.lower()) if v in ("True", "False") else int(v) if v.isdigit() else v
              for k, v in (option.split("=", 1) for option in options)}
-    assert heads == {"model.decode_head.channels": 32, "model.decode_head.num_classes": 5,
-                     "model.auxiliary_head.channels": 16, "model.auxiliary_head.num_classes": 5}
+    expected = {"model.decode_head.channels": 32, "model.decode_head.num_classes": 5,
+                "model.auxiliary_head.channels": 16, "model.auxiliary_head.num_classes": 5}
+    if case is V2_ATTO_RELU:  # the shipped configs build GELU backbones
+        expected["model.backbone.hidden_act"] = "relu"
+    assert heads == expected
     segmentor = build_mmseg(case[0], heads)
     segmentor.load_state_dict(checkpoint["state_dict"], strict=True)
     with torch.no_grad():
@@ -140,3 +145,19 @@ def test_a_hub_upernet_converts_like_a_folder(tmp_path):
     assert checkpoint["meta"]["dataset_meta"]["classes"] == LABELS
     expected = {f"backbone.{k}" for k in ("norm0.weight", "stages.2.5.grn.gamma", "downsample_layers.3.1.bias")}
     assert expected <= set(checkpoint["state_dict"])
+
+
+def test_mmseg_activation_comes_from_the_training_config_or_is_noted(tmp_path, capsys):
+    """A training checkpoint has no backbone_arch; mmengine's meta.cfg (read as text) names the activation."""
+    small_upernet(V2_ATTO_RELU).save_pretrained(tmp_path / "hf")
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "seg.pth")]) == 0
+    state = torch.load(tmp_path / "seg.pth", weights_only=True)["state_dict"]
+    cfg = "model = dict(backbone=dict(type='cvx2_backbone.ConvNeXtV2', arch='atto', hidden_act='relu'))"
+    torch.save({"state_dict": state, "meta": {"cfg": cfg}}, tmp_path / "trained.pth")
+    torch.save({"state_dict": state}, tmp_path / "bare.pth")
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "trained.pth"), str(tmp_path / "a"), "--to", "hf"]) == 0
+    assert main(["convert", str(tmp_path / "bare.pth"), str(tmp_path / "b"), "--to", "hf"]) == 0
+    assert capsys.readouterr().out.count("does not record its activation: written as GELU") == 1
+    configs = [json.loads((tmp_path / name / "config.json").read_text()) for name in ("a", "b")]
+    assert [c["backbone_config"]["hidden_act"] for c in configs] == ["relu", "gelu"]

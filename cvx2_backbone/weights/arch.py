@@ -123,7 +123,7 @@ class ArchSpec:
         """The architecture of a built backbone."""
         return cls(tuple(model.depths), tuple(model.dims), bool(model.use_grn),
                    bool(model.layer_scale_init_value and model.layer_scale_init_value > 0),
-                   model.in_channels, model.patch_size, hidden_act=getattr(model, "hidden_act", "gelu"))
+                   model.in_channels, model.patch_size, hidden_act=model.hidden_act)
 
 
 def arch_from_state_dict(state_dict: Mapping[str, Tensor]) -> ArchSpec:

@@ -8,6 +8,7 @@ through the Hugging Face reader and writer of this package (``hidden_states_norm
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +22,7 @@ from .errors import CheckpointError
 from .formats import canonical_shapes, to_project_layout
 from .formats import huggingface as hf_reader
 from .formats.rename import compile_rules, rename
-from .writers.common import Written, fit_shapes, save_pretrained
+from .writers.common import Written, activation_notes, fit_shapes, save_pretrained
 from .writers.huggingface import hf_config, hf_key
 
 NAME = "upernet"
@@ -29,6 +30,7 @@ HEADS = ("decode_head.", "auxiliary_head.")
 _HF_TO_MMSEG = compile_rules([(r"\.batch_norm\.", ".bn."), (r"\.classifier\.", ".conv_seg.")])
 _MMSEG_TO_HF = compile_rules([(r"\.bn\.", ".batch_norm."), (r"\.conv_seg\.", ".classifier.")])
 _PSP = re.compile(r"^decode_head\.psp_modules\.(\d+)\.")
+_HIDDEN_ACT = re.compile(r"""hidden_act\s*=\s*['"]([\w.]+)['"]""")
 _AUX_CONV = re.compile(r"^auxiliary_head\.convs\.(\d+)\.conv\.weight$")
 STANDARD_POOL_SCALES = (1, 2, 3, 6)
 SHIPPED_V1_SIZES = ("tiny", "small", "base", "large", "xlarge")
@@ -77,14 +79,11 @@ def hf_upernet_to_mmseg(config: Mapping[str, Any], state: Mapping[str, Tensor], 
     if outputs != stages:
         raise CheckpointError(f"{reference}: the UperNet's backbone returns {list(outputs or [])}; the "
                               f"shipped configs take every stage ({', '.join(stages)})")
-    if arch.activation != "gelu":
-        raise CheckpointError(f"{reference}: the backbone uses hidden_act={arch.hidden_act!r}; the shipped UperNet "
-                              "configs build GELU backbones: add hidden_act to model.backbone in your config")
     tensors = {f"backbone.{k}": v for k, v in converted.items()}
     tensors.update(rename(heads, _HF_TO_MMSEG))
     labels = _labels(config)
     meta = {"dataset_meta": {"classes": labels}, "source": reference, "converted_by": "cvx2 convert",
-            "config": shipped_config(arch)}
+            "config": shipped_config(arch), "backbone_arch": arch.as_dict()}
     with atomic_path(path) as tmp:  # an interrupt never leaves half a file
         torch.save({"state_dict": {k: v.contiguous() for k, v in tensors.items()}, "meta": meta}, tmp)
     pool_scales = tuple(config.get("pool_scales") or STANDARD_POOL_SCALES)
@@ -132,6 +131,8 @@ def _mmseg_usage(arch: ArchSpec, tensors: Mapping[str, Tensor], num_classes: int
                  path: Path) -> str:
     """The tools/test.py command line for the shipped config, with the options whose values differ from it."""
     options = head_overrides(tensors, num_classes, pool_scales)
+    if arch.activation != "gelu":  # the shipped configs build GELU backbones
+        options["model.backbone.hidden_act"] = arch.hidden_act
     defaults = {"model.decode_head.channels": 512, "model.decode_head.num_classes": 150,
                 "model.decode_head.pool_scales": "(1,2,3,6)",
                 "model.auxiliary_head.channels": 256, "model.auxiliary_head.num_classes": 150,
@@ -155,7 +156,7 @@ def mmseg_upernet_to_hf(obj: Any, reference: str, path: Path) -> Written:
     if other:
         raise CheckpointError(f"{reference}: a UperNet has a backbone and two heads; this checkpoint also holds "
                               f"{', '.join(other)}, which transformers' UperNet has no place for")
-    arch = arch_from_state_dict(backbone)
+    arch = replace(arch_from_state_dict(backbone), hidden_act=recorded_activation(obj, reference))
     norms = [f"stage{i + 1}" for i in range(len(arch.depths)) if f"norm{i}.weight" in backbone]
     if norms != [f"stage{i + 1}" for i in range(len(arch.depths))]:
         raise CheckpointError(f"{reference}: the backbone has output norms for {norms or 'no stage'}; transformers' "
@@ -189,8 +190,25 @@ def mmseg_upernet_to_hf(obj: Any, reference: str, path: Path) -> Written:
     tensors = fit_shapes(tensors, target)
     model.load_state_dict(tensors, strict=True)
     save_pretrained(model, path)
-    return Written(path, "hf", len(tensors),
+    return Written(path, "hf", len(tensors), notes=activation_notes(arch),
                    usage=f"transformers.UperNetForSemanticSegmentation.from_pretrained('{path}')")
+
+
+def recorded_activation(obj: Any, reference: str) -> str | None:
+    """The backbone's activation as an mmseg checkpoint records it: this converter's ``meta.backbone_arch``, or the
+    training config mmengine keeps in ``meta.cfg`` (read as text, never run); None when neither is there."""
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    if isinstance(meta.get("backbone_arch"), Mapping):
+        return meta["backbone_arch"].get("hidden_act")
+    if not isinstance(meta.get("cfg"), str):
+        return None
+    found = set(_HIDDEN_ACT.findall(meta["cfg"]))
+    if len(found) > 1:
+        raise CheckpointError(f"{reference}: the training config in the checkpoint names several activations "
+                              f"({', '.join(sorted(found))}); convert the backbone alone, or fix meta.cfg")
+    return found.pop() if found else "gelu"  # the config is there and keeps the backbones' default
 
 
 def _classes(obj: Any, count: int) -> list[str]:
