@@ -121,3 +121,21 @@ def test_a_configured_backbone_of_another_size_is_refused(relu_backbone):
     other = ConvNeXtV2(arch="atto", hidden_act="relu", init_cfg=dict(type="Pretrained", checkpoint=str(folder)))
     with pytest.raises(ArchMismatchError, match="but the backbone is ConvNeXt V2 atto"):
         other.init_weights()
+
+
+def test_a_training_checkpoint_config_names_the_activation(tmp_path):
+    """mmengine keeps the training config in meta.cfg: a ReLU detector's backbone is built and checked as ReLU."""
+    source = randomise(ConvNeXtV2(arch=dict(SMALL_ARCH), hidden_act="relu", out_norm=True), seed=5)
+    cfg = "model = dict(backbone=dict(type='cvx2_backbone.ConvNeXtV2', hidden_act='relu'), neck=dict(type='FPN'))"
+    state = {f"backbone.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": state, "meta": {"cfg": cfg}}, tmp_path / "detector.pth")
+    torch.save({"state_dict": state, "meta": {"cfg": cfg.replace("hidden_act='relu'", "arch='tiny'")}},
+               tmp_path / "gelu_detector.pth")
+    assert read_checkpoint(tmp_path / "detector.pth").arch.hidden_act == "relu"
+    assert read_checkpoint(tmp_path / "gelu_detector.pth").arch.hidden_act == "gelu"
+    x = image(size=(64, 64))
+    assert_same_outputs(source, FeatureExtractor(None, weights=str(tmp_path / "detector.pth")).backbone, x)
+    gelu = ConvNeXtV2(arch=dict(SMALL_ARCH),
+                      init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "detector.pth")))
+    with pytest.raises(ArchMismatchError, match="hidden_act='relu'"):
+        gelu.init_weights()

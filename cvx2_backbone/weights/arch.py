@@ -19,6 +19,7 @@ _TIMM_ARCH = re.compile(r"^convnext(v2)?_([a-z]+)$")
 _LAYER_SCALE = 1e-6  # any positive value: loading overwrites it
 _CONFIG_KEYS = ("model_type", "architecture", "hidden_sizes")
 HF_MODEL_TYPES = ("convnext", "convnextv2")
+_HIDDEN_ACT = re.compile(r"""hidden_act\s*=\s*['"]([\w.]+)['"]""")
 
 
 @dataclass(frozen=True)
@@ -240,3 +241,20 @@ def apply_config(weights: ArchSpec, config: Mapping[str, Any] | None, source: st
                                 "that belongs to these weights next to them")
     return replace(weights, hidden_act=declared.hidden_act, drop_path_rate=declared.drop_path_rate,
                    out_features=declared.out_features)
+
+
+def activation_from_meta(checkpoint: Any, reference: str) -> str | None:
+    """The backbone's activation as a training checkpoint records it: ``meta.backbone_arch`` (this project's UperNet
+    conversion) or the config mmengine keeps in ``meta.cfg`` (read as text, never run); None when neither is there."""
+    meta = checkpoint.get("meta") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    if isinstance(meta.get("backbone_arch"), Mapping):
+        return meta["backbone_arch"].get("hidden_act")
+    if not isinstance(meta.get("cfg"), str):
+        return None
+    found = set(_HIDDEN_ACT.findall(meta["cfg"]))
+    if len(found) > 1:
+        raise CheckpointError(f"{reference}: the training config in the checkpoint names several activations "
+                              f"({', '.join(sorted(found))}); convert the backbone alone, or fix meta.cfg")
+    return found.pop() if found else "gelu"  # the config is there and keeps the backbones' default

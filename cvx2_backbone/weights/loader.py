@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..convnext import ConvNeXt
-from .arch import ArchSpec, apply_config, arch_from_state_dict
+from .arch import ArchSpec, activation_from_meta, apply_config, arch_from_state_dict
 from .conversion import convert_state_dict
 from .errors import CheckpointError
 from .hub import Downloader
@@ -38,6 +38,7 @@ class Checkpoint:
     discarded: dict[str, int] = field(default_factory=dict)
     neck: dict[str, Tensor] = field(default_factory=dict)  # a detector's neck (``neck.`` stripped), if any
     recorded_arch: ArchSpec | None = None  # the ``arch`` metadata of a file this project wrote
+    recorded_activation: str | None = None  # what a training checkpoint's meta (mmengine's cfg) says
 
     @classmethod
     def of_model(cls, model: ConvNeXt) -> "Checkpoint":
@@ -55,6 +56,8 @@ class Checkpoint:
             arch = replace(arch, hidden_act=self.recorded_arch.hidden_act,
                            drop_path_rate=self.recorded_arch.drop_path_rate,
                            out_features=self.recorded_arch.out_features)
+        elif self.recorded_activation is not None:
+            arch = replace(arch, hidden_act=self.recorded_activation)
         return apply_config(arch, self.config, self.reference)
 
     @property
@@ -125,7 +128,8 @@ def checkpoint_from(resolved: ResolvedSource, contents: FileContents, prefix: st
     return Checkpoint(resolved.reference, converted.state_dict, converted.format, converted.format_description,
                       files=resolved.weight_files, config=resolved.read_config(),
                       notes=contents.notes + converted.notes, discarded=converted.discarded, neck=converted.neck,
-                      recorded_arch=_recorded_arch(contents))
+                      recorded_arch=_recorded_arch(contents),
+                      recorded_activation=activation_from_meta(contents.obj, resolved.reference))
 
 
 def _recorded_arch(contents: FileContents) -> ArchSpec | None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..files import atomic_path
-from .arch import ArchSpec, apply_config, arch_from_state_dict, config_outputs
+from .arch import ArchSpec, activation_from_meta, apply_config, arch_from_state_dict, config_outputs
 from .containers import find_state_dict
 from .errors import CheckpointError
 from .formats import canonical_shapes, to_project_layout
@@ -30,7 +30,6 @@ HEADS = ("decode_head.", "auxiliary_head.")
 _HF_TO_MMSEG = compile_rules([(r"\.batch_norm\.", ".bn."), (r"\.classifier\.", ".conv_seg.")])
 _MMSEG_TO_HF = compile_rules([(r"\.bn\.", ".batch_norm."), (r"\.conv_seg\.", ".classifier.")])
 _PSP = re.compile(r"^decode_head\.psp_modules\.(\d+)\.")
-_HIDDEN_ACT = re.compile(r"""hidden_act\s*=\s*['"]([\w.]+)['"]""")
 _AUX_CONV = re.compile(r"^auxiliary_head\.convs\.(\d+)\.conv\.weight$")
 STANDARD_POOL_SCALES = (1, 2, 3, 6)
 SHIPPED_V1_SIZES = ("tiny", "small", "base", "large", "xlarge")
@@ -156,7 +155,7 @@ def mmseg_upernet_to_hf(obj: Any, reference: str, path: Path) -> Written:
     if other:
         raise CheckpointError(f"{reference}: a UperNet has a backbone and two heads; this checkpoint also holds "
                               f"{', '.join(other)}, which transformers' UperNet has no place for")
-    arch = replace(arch_from_state_dict(backbone), hidden_act=recorded_activation(obj, reference))
+    arch = replace(arch_from_state_dict(backbone), hidden_act=activation_from_meta(obj, reference))
     norms = [f"stage{i + 1}" for i in range(len(arch.depths)) if f"norm{i}.weight" in backbone]
     if norms != [f"stage{i + 1}" for i in range(len(arch.depths))]:
         raise CheckpointError(f"{reference}: the backbone has output norms for {norms or 'no stage'}; transformers' "
@@ -192,23 +191,6 @@ def mmseg_upernet_to_hf(obj: Any, reference: str, path: Path) -> Written:
     save_pretrained(model, path)
     return Written(path, "hf", len(tensors), notes=activation_notes(arch),
                    usage=f"transformers.UperNetForSemanticSegmentation.from_pretrained('{path}')")
-
-
-def recorded_activation(obj: Any, reference: str) -> str | None:
-    """The backbone's activation as an mmseg checkpoint records it: this converter's ``meta.backbone_arch``, or the
-    training config mmengine keeps in ``meta.cfg`` (read as text, never run); None when neither is there."""
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    if not isinstance(meta, Mapping):
-        return None
-    if isinstance(meta.get("backbone_arch"), Mapping):
-        return meta["backbone_arch"].get("hidden_act")
-    if not isinstance(meta.get("cfg"), str):
-        return None
-    found = set(_HIDDEN_ACT.findall(meta["cfg"]))
-    if len(found) > 1:
-        raise CheckpointError(f"{reference}: the training config in the checkpoint names several activations "
-                              f"({', '.join(sorted(found))}); convert the backbone alone, or fix meta.cfg")
-    return found.pop() if found else "gelu"  # the config is there and keeps the backbones' default
 
 
 def _classes(obj: Any, count: int) -> list[str]:
