@@ -168,3 +168,10 @@ def test_custom_size_and_activation_reach_transformers_and_timm(tmp_path):
     with torch.no_grad():
         stages = model.eval().forward_intermediates(x, indices=[1, 3], intermediates_only=True)
         assert_same_outputs(stages, backbone, x)
+
+
+def test_the_command_offers_every_writer():
+    from cvx2_backbone.commands.convert import FORMATS as COMMAND_FORMATS
+    from cvx2_backbone.weights import FORMATS
+
+    assert COMMAND_FORMATS == FORMATS == ("cvx2", "hf", "timm", "official")
