@@ -202,9 +202,14 @@ def _pretrained_as_init_cfg(pretrained: str | None, init_cfg: dict | list | None
     return dict(type="Pretrained", checkpoint=pretrained)
 
 
+def canonical_activation(hidden_act: str) -> str:
+    """The timm name of an activation given by its timm or Hugging Face name (``gelu_new`` -> ``gelu_tanh``)."""
+    return _ACT_ALIASES.get(hidden_act, hidden_act)
+
+
 def _act_layer(hidden_act: str) -> type[nn.Module]:
     try:
-        return get_act_layer(_ACT_ALIASES.get(hidden_act, hidden_act))
+        return get_act_layer(canonical_activation(hidden_act))
     except Exception as err:  # timm raises assorted errors for unknown names
         raise ValueError(f"unknown hidden_act {hidden_act!r}; use a timm activation name such as "
                          "'gelu', 'gelu_tanh', 'relu' or 'silu'") from err
@@ -279,6 +284,7 @@ class ConvNeXt(BaseModule):
         self.frozen_stages = max(frozen_stages, 0)
         self.with_cp = with_cp
         self.out_norm = out_norm
+        self.hidden_act = hidden_act
 
         self.out_features = resolve_outputs(num_stages, out_indices, out_features)
         self.out_indices = [output_index(n) for n in self.out_features]

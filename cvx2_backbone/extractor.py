@@ -304,6 +304,8 @@ class FeatureExtractor(nn.Module):
                 if checkpoint is None:
                     raise ValueError("give a model preset name (e.g. 'convnextv2_atto') or weights to infer it from")
                 cls, kwargs = checkpoint.backbone_class, checkpoint.arch_kwargs
+                if out_features is None and out_indices is None:  # a Hugging Face backbone's own outputs
+                    out_features = checkpoint.arch.out_features
             else:
                 cls, arch = parse_preset(model)
                 kwargs = {"arch": arch}

@@ -1,6 +1,7 @@
-"""Convert a ConvNeXt V2/V1 checkpoint to this project's layout (the same as `cvx2 convert`).
+"""Convert a ConvNeXt V2/V1 checkpoint to this project's layout, or another (the same as `cvx2 convert`).
 
-    python tools/convert_checkpoint.py SRC DST [--prefix P] [--backbone-only] [--trust-pickle] [--force]
+    python tools/convert_checkpoint.py SRC DST [--to cvx2|hf|timm|official] [--prefix P] [--backbone-only]
+        [--trust-pickle] [--force]
 """
 from __future__ import annotations
 

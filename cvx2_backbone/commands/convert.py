@@ -1,8 +1,10 @@
-"""`cvx2 convert SRC DST`: any supported ConvNeXt checkpoint -> a clean file in this project's layout.
+"""`cvx2 convert SRC DST [--to FORMAT]`: any supported ConvNeXt checkpoint -> a clean file in the layout asked for.
 
 SRC is anything ``init_cfg=dict(type='Pretrained', checkpoint=SRC)`` accepts (file, folder, URL,
-``hf://<repo id>``, ``timm/<model>.<tag>``); DST ending in ``.safetensors`` is written as such
-(recommended), any other name as a torch file that loads with ``weights_only=True``.
+``hf://<repo id>``, ``timm/<model>.<tag>``). ``--to cvx2`` (default): this project's layout, DST ending in
+``.safetensors`` written as such (recommended), any other name as a torch file that loads with
+``weights_only=True``; ``hf``: a transformers ``save_pretrained`` folder; ``timm``: a timm state dict;
+``official``: the official repositories' ``{'model': ...}``. The writers live in ``cvx2_backbone.weights.writers``.
 """
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ import argparse
 from pathlib import Path
 
 HELP = ("convert a ConvNeXt V2/V1 checkpoint (official, FCMAE, timm, Hugging Face, mmpretrain, detector) "
-        "to this project's layout")
+        "to this project's layout, or to Hugging Face's, timm's or the official one")
+FORMATS = ("cvx2", "hf", "timm", "official")  # cvx2_backbone.weights.writers.FORMATS, without importing torch here
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="checkpoint: file, folder, http(s) URL, hf://<repo id> or timm/<model>.<tag>")
-    parser.add_argument("dst", help="output file: NAME.safetensors (recommended) or NAME.pth")
+    parser.add_argument("dst", help="output: NAME.safetensors (recommended) or NAME.pth; a folder for --to hf")
+    parser.add_argument("--to", default="cvx2", metavar="FORMAT",
+                        help=f"output layout, one of {', '.join(FORMATS)} (default: cvx2, this project's)")
     parser.add_argument("--prefix", default=None,
                         help="take the weights under this key prefix (e.g. backbone.); default: detected")
     parser.add_argument("--backbone-only", action="store_true",
@@ -28,27 +33,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..usage import UsageError, user_input
-    from ..weights import read_checkpoint, save_checkpoint
+    from ..weights.converting import convert_checkpoint
 
+    if args.to not in FORMATS:
+        raise UsageError(f"--to {args.to!r} is not an output format; choose one of {', '.join(FORMATS)}")
     dst = Path(args.dst)
     if dst.exists() and not args.force:
         raise UsageError(f"{dst} exists; pass --force to overwrite it")
     with user_input():
-        checkpoint = read_checkpoint(args.src, args.prefix, trust_pickle=True if args.trust_pickle else None)
+        result = convert_checkpoint(args.src, dst, args.to, prefix=args.prefix, backbone_only=args.backbone_only,
+                                    trust_pickle=True if args.trust_pickle else None)
+    checkpoint, written = result.checkpoint, result.written
+    print(f"source:     {args.src if checkpoint is None else checkpoint.reference}")
+    print(f"detected:   {result.description}")
+    if checkpoint is not None:
         arch = checkpoint.arch
-        if any(dst.resolve() == f.resolve() for f in checkpoint.files):
-            raise ValueError(f"{dst} is the source file; write the converted checkpoint elsewhere")
-        written = save_checkpoint(checkpoint, dst, backbone_only=args.backbone_only)
-    kept = len(checkpoint.backbone_state_dict() if args.backbone_only else checkpoint.state_dict)
-    print(f"source:     {checkpoint.reference}")
-    print(f"detected:   {checkpoint.format} ({checkpoint.format_description})")
-    print(f"arch:       {arch.describe()}" + (f", {arch.num_classes}-class head" if arch.num_classes else ""))
-    for note in checkpoint.notes:
+        print(f"arch:       {arch.describe()}" + (f", {arch.num_classes}-class head" if arch.num_classes else ""))
+        for note in checkpoint.notes:
+            print(f"note:       {note}")
+        left_out = dict(checkpoint.discarded, **({"neck": len(checkpoint.neck)} if checkpoint.neck else {}))
+        if left_out:
+            print("left out:   " + ", ".join(f"{k} ({n} tensors)" for k, n in sorted(left_out.items())))
+    for part in written.left_out:
+        print(f"left out:   {part}")
+    for part in written.filled_in:
+        print(f"filled in:  {part}")
+    for note in written.notes:
         print(f"note:       {note}")
-    left_out = dict(checkpoint.discarded, **({"neck": len(checkpoint.neck)} if checkpoint.neck else {}))
-    if left_out:
-        print("left out:   " + ", ".join(f"{k} ({n} tensors)" for k, n in sorted(left_out.items())))
-    print(f"wrote:      {written} ({kept} tensors)")
-    print(f"use it as:  init_cfg=dict(type='Pretrained', checkpoint='{written}') "
-          f"in a {arch.backbone_cfg()['type']} backbone")
+    print(f"wrote:      {written.path} ({written.tensors} tensors, {written.format} layout)")
+    print(f"use it as:  {written.usage}")
     return 0

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -14,13 +15,13 @@ import torch
 from torch import Tensor
 
 from ..convnext import ConvNeXt
-from .arch import ArchSpec, arch_from_state_dict
+from .arch import ArchSpec, activation_from_meta, apply_config, arch_from_state_dict
 from .conversion import convert_state_dict
 from .errors import CheckpointError
 from .hub import Downloader
-from .reading import read_files
+from .reading import FileContents, read_files
 from .report import LoadReport, check_arch, match_keys
-from .sources import resolve_source
+from .sources import ResolvedSource, resolve_source
 
 
 @dataclass
@@ -36,14 +37,28 @@ class Checkpoint:
     notes: list[str] = field(default_factory=list)
     discarded: dict[str, int] = field(default_factory=dict)
     neck: dict[str, Tensor] = field(default_factory=dict)  # a detector's neck (``neck.`` stripped), if any
+    recorded_arch: ArchSpec | None = None  # the ``arch`` metadata of a file this project wrote
+    recorded_activation: str | None = None  # what a training checkpoint's meta (mmengine's cfg) says
+
+    @classmethod
+    def of_model(cls, model: ConvNeXt) -> "Checkpoint":
+        """A built backbone's weights with its whole architecture (activation included), e.g. to export them."""
+        converted = convert_state_dict(model.state_dict())
+        return cls(f"<{type(model).__name__}>", converted.state_dict, converted.format, converted.format_description,
+                   recorded_arch=ArchSpec.of_model(model))
 
     @cached_property
     def arch(self) -> ArchSpec:
-        """The architecture, from the weights' shapes (and the activation from a Hugging Face config)."""
+        """The architecture, from the weights' shapes, with what a Hugging Face config.json (or this project's own
+        metadata) adds: activation, drop path, outputs. A config.json that contradicts the weights is an error."""
         arch = arch_from_state_dict(self.state_dict)
-        if self.config and self.config.get("model_type") in ("convnext", "convnextv2"):
-            arch = replace(arch, hidden_act=str(self.config.get("hidden_act", arch.hidden_act)))
-        return arch
+        if self.recorded_arch is not None:
+            arch = replace(arch, hidden_act=self.recorded_arch.hidden_act,
+                           drop_path_rate=self.recorded_arch.drop_path_rate,
+                           out_features=self.recorded_arch.out_features)
+        elif self.recorded_activation is not None:
+            arch = replace(arch, hidden_act=self.recorded_activation)
+        return apply_config(arch, self.config, self.reference)
 
     @property
     def backbone_class(self) -> type[ConvNeXt]:
@@ -101,14 +116,32 @@ def read_checkpoint(
         return Checkpoint("<state dict>", converted.state_dict, converted.format, converted.format_description,
                           notes=converted.notes, discarded=converted.discarded, neck=converted.neck)
     resolved = resolve_source(source, downloader)
-    contents = read_files(resolved.weight_files, trust_pickle)
+    return checkpoint_from(resolved, read_files(resolved.weight_files, trust_pickle), prefix)
+
+
+def checkpoint_from(resolved: ResolvedSource, contents: FileContents, prefix: str | None = None) -> Checkpoint:
+    """The :class:`Checkpoint` of files already resolved and read."""
     try:
         converted = convert_state_dict(contents.obj, prefix)
     except CheckpointError as err:
         raise CheckpointError(f"{resolved.reference}: {err}") from err
     return Checkpoint(resolved.reference, converted.state_dict, converted.format, converted.format_description,
                       files=resolved.weight_files, config=resolved.read_config(),
-                      notes=contents.notes + converted.notes, discarded=converted.discarded, neck=converted.neck)
+                      notes=contents.notes + converted.notes, discarded=converted.discarded, neck=converted.neck,
+                      recorded_arch=_recorded_arch(contents),
+                      recorded_activation=activation_from_meta(contents.obj, resolved.reference))
+
+
+def _recorded_arch(contents: FileContents) -> ArchSpec | None:
+    """The ``arch`` metadata of a file this project wrote (safetensors metadata, or the torch file's ``meta``)."""
+    meta = contents.metadata or (contents.obj.get("meta") if isinstance(contents.obj, Mapping) else None)
+    if not isinstance(meta, Mapping) or meta.get("format") != "cvx2_backbone" or "arch" not in meta:
+        return None
+    try:
+        return ArchSpec.from_dict(json.loads(meta["arch"]))
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"the file's cvx2_backbone metadata is damaged ({err}); convert the source "
+                              "again") from err
 
 
 def load_pretrained(

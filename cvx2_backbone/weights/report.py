@@ -107,6 +107,9 @@ def check_arch(checkpoint: ArchSpec, model: ArchSpec, source: str) -> None:
     if checkpoint.patch_size != model.patch_size:
         problems.append(f"the checkpoint's stem has patch size {checkpoint.patch_size}, the backbone "
                         f"patch_size={model.patch_size}")
+    if checkpoint.hidden_act is not None and checkpoint.activation != model.activation:
+        problems.append(f"the checkpoint's config sets hidden_act={checkpoint.hidden_act!r} but the backbone "
+                        f"uses {model.hidden_act!r}: set hidden_act={checkpoint.hidden_act!r} in the backbone")
     if problems:
         raise ArchMismatchError(f"weights from {source} do not fit the backbone: " + "; ".join(problems))
 

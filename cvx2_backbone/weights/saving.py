@@ -1,45 +1,22 @@
-"""Writing a converted checkpoint: safetensors (recommended) or a torch file, in this project's layout."""
+"""Writing a converted checkpoint in the layout asked for: this project's (default), hf, timm or official."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import torch
-
-from ..files import atomic_path
-from ..version import __version__
 from .loader import Checkpoint
+from .writers import FORMATS, Written, writer
 
-SAFETENSORS_SUFFIX = ".safetensors"
-
-
-def checkpoint_metadata(checkpoint: Checkpoint) -> dict[str, str]:
-    """String metadata stored with the converted weights: provenance and the architecture."""
-    return {
-        "format": "cvx2_backbone",
-        "cvx2_backbone_version": __version__,
-        "source": checkpoint.reference,
-        "source_format": checkpoint.format,
-        "arch": json.dumps(checkpoint.arch.as_dict()),
-    }
+__all__ = ["FORMATS", "Written", "save_checkpoint"]
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, backbone_only: bool = False) -> Path:
-    """Write ``checkpoint`` to ``path``: ``.safetensors`` as such, any other suffix as ``torch.save``.
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, backbone_only: bool = False,
+                    format: str = "cvx2") -> Written:
+    """Write ``checkpoint`` to ``path`` in ``format`` and say what was written, left out and filled in.
 
-    The torch file is ``{'state_dict': ..., 'meta': ...}`` with plain data only, so it loads with
-    ``weights_only=True``. ``backbone_only`` drops the classifier (``norm.*``, ``head.*``).
+    ``cvx2``: this project's layout (``.safetensors``, or a ``weights_only``-loadable torch file); ``hf``: a
+    transformers ``save_pretrained`` folder; ``timm``: a timm state dict; ``official``: ``{'model': ...}`` as the
+    official repositories save. ``backbone_only`` drops the classifier (``norm.*``, ``head.*``). Nothing the
+    target has no place for is dropped silently: it is listed in ``Written.left_out``.
     """
-    path = Path(path)
-    state_dict = checkpoint.backbone_state_dict() if backbone_only else checkpoint.state_dict
-    # Own, contiguous storage per tensor: safetensors refuses shared or strided tensors.
-    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
-    metadata = checkpoint_metadata(checkpoint)
-    with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
-        if path.suffix == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save_file
-            save_file(tensors, str(tmp), metadata=metadata)
-        else:
-            torch.save({"state_dict": tensors, "meta": metadata}, tmp)
-    return path
+    return writer(format).write(checkpoint, Path(path), backbone_only)

@@ -1,0 +1,126 @@
+"""What every writer shares: the result type, tensors shaped as the target stores them, and file writing."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    from ..arch import ArchSpec
+
+SAFETENSORS_SUFFIX = ".safetensors"
+OUTPUT_NORM = re.compile(r"^(norm\d+|norm_stem)\.")
+CLASSIFIER = re.compile(r"^(norm|head)\.")
+
+
+@dataclass
+class Written:
+    """What a writer wrote: where, how many tensors, what it left out or filled in, and how to load it."""
+
+    path: Path
+    format: str
+    tensors: int
+    left_out: list[str] = field(default_factory=list)  # checkpoint parts the target has no place for
+    filled_in: list[str] = field(default_factory=list)  # target tensors the checkpoint lacks, written at their init
+    usage: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def activation_notes(arch: ArchSpec) -> list[str]:
+    """A note when the target needs the activation and the checkpoint does not record it (GELU is then written)."""
+    if arch.hidden_act is not None:
+        return []
+    return ["the checkpoint does not record its activation: written as GELU, as in every published ConvNeXt "
+            "(export a model of another activation with save_checkpoint(Checkpoint.of_model(backbone), ...))"]
+
+
+def modules_of(keys: list[str]) -> str:
+    """``['norm0.weight', 'norm0.bias', 'norm1.weight']`` -> ``'norm0, norm1'``."""
+    return ", ".join(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
+
+
+def fit_shapes(tensors: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Each tensor reshaped to the target's shape for the same key (GRN (C,) <-> (1, 1, 1, C), Linear <-> 1x1 conv);
+    other shapes are an error naming the key."""
+    result = {}
+    for key, value in tensors.items():
+        shape = target[key].shape
+        if value.shape != shape:
+            if [d for d in value.shape if d != 1] != [d for d in shape if d != 1]:  # only singleton axes may differ
+                raise CheckpointError(f"{key}: the checkpoint's {tuple(value.shape)} does not fit the target's "
+                                      f"{tuple(shape)}")
+            value = value.reshape(shape)
+        result[key] = value.detach().contiguous().clone()
+    return result
+
+
+def fill_from(model: nn.Module, tensors: dict[str, Tensor]) -> list[str]:
+    """Add the target model's own (freshly initialised) LayerNorm tensors the checkpoint lacks; return their keys.
+
+    Only LayerNorms qualify (their init, weight 1 and bias 0, is no made-up value); anything else missing is an error.
+    """
+    target = model.state_dict()
+    missing = [k for k in target if k not in tensors]
+    not_norms = [k for k in missing if not isinstance(model.get_submodule(k.rsplit(".", 1)[0]), nn.LayerNorm)]
+    if not_norms:
+        raise CheckpointError(f"the checkpoint lacks {', '.join(not_norms[:6])}, which the target layout needs")
+    for key in missing:
+        tensors[key] = target[key].detach().clone()
+    return missing
+
+
+def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str] | None = None,
+                 container: str | None = None) -> None:
+    """``.safetensors`` as such, any other suffix as ``torch.save`` (``{container: tensors}`` if given)."""
+    from ...files import atomic_path
+
+    with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
+        if path.suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save_file
+            save_file(dict(tensors), str(tmp), metadata=dict(metadata or {}))
+        else:
+            torch.save({container: dict(tensors)} if container else dict(tensors), tmp)
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A temporary sibling folder to write to; it replaces ``path`` (file or folder) when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    old = path.with_name(f".{path.name}.old{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def save_pretrained(model: nn.Module, path: Path) -> None:
+    """transformers' ``save_pretrained`` into a folder that appears whole at ``path``, without progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with atomic_folder(path) as tmp:
+            model.save_pretrained(tmp)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
