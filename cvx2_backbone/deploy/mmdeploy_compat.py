@@ -130,7 +130,7 @@ def attach_to_mmdeploy() -> None:
     """Register this package's rewriters with mmdeploy now if it is imported, else right after it is imported.
 
     Registration changes nothing outside mmdeploy's rewriter contexts; ``torch.onnx.export`` stays torch's own."""
-    if "mmdeploy" in sys.modules:
+    if sys.modules.get("mmdeploy") is not None:  # None: blocked, as ``import`` treats it
         _register_with_mmdeploy()
     elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _AfterImport("mmdeploy", _register_with_mmdeploy))
