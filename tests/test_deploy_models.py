@@ -146,6 +146,11 @@ def test_mask_rcnn_through_mmdeploys_own_calls_equals_pytorch(detector, tmp_path
     deployed = processor.build_backend_model([str(onnx_file)])
     run = run_both(processor.model_cfg, reference, deployed)
     assert len(run.reference) == 2
+    assert assert_exact_detections(run).matched >= 50
+
+
+def assert_exact_detections(run) -> DetectionParity:
+    """The upstream route's bar: same detections and labels, boxes within 1e-3 px, every mask IoU 1.0, same AP."""
     total = DetectionParity()
     for ref, dep in zip(run.reference, run.deployed):
         parity = compare_instances(ref.pred_instances, dep.pred_instances, SCORE_THR)
@@ -153,9 +158,9 @@ def test_mask_rcnn_through_mmdeploys_own_calls_equals_pytorch(detector, tmp_path
         assert parity.max_box_error <= 1e-3 and parity.min_mask_iou == 1.0, (ref.img_path, parity)
         assert parity.max_score_error <= SCORE_TOL, (ref.img_path, parity)
         total = total.merge(parity)
-    assert total.matched >= 50
     for key in ("coco/bbox_mAP", "coco/segm_mAP"):
         assert run.deployed_metrics[key] == run.reference_metrics[key], key
+    return total
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +351,10 @@ def test_unknown_deploy_config_and_config_without_pipeline_fail_clearly(tmp_path
 
 @pytest.mark.heavy
 def test_trained_demo_detector_deploys_exactly(tmp_path):
-    """The quick demo's trained Mask R-CNN (confident, well-separated detections) on all its validation images."""
+    """The quick demo's trained Mask R-CNN (confident, well-separated detections) on all its validation images,
+    through the package's export and through deploy.py's own calls."""
+    from mmengine.config import Config
+
     from cvx2_backbone.demo import QUICK, run_demo
 
     out = tmp_path / "demo"
@@ -362,3 +370,15 @@ def test_trained_demo_detector_deploys_exactly(tmp_path):
     assert run.reference_metrics["coco/bbox_mAP"] == pytest.approx(result.bbox_ap, abs=1e-3)
     total = assert_same_detections(run)
     assert total.matched >= QUICK.num_val
+
+    config = out / "config.py"  # deploy.py's route on the same model
+    cfg = Config.fromfile(str(config))
+    if "test_pipeline" not in cfg:  # mmdeploy's own tools read it; the demo's config may not have one
+        cfg.test_pipeline = cfg.test_dataloader.dataset.pipeline
+        config = out / "config_upstream.py"
+        cfg.dump(str(config))
+    onnx_file = torch2onnx_spawned(image, out / "upstream", deploy, config, out / "detector.pth")
+    processor = upstream_processor(deploy, config)
+    run = run_both(processor.model_cfg, processor.build_pytorch_model(str(out / "detector.pth")),
+                   processor.build_backend_model([str(onnx_file)]))
+    assert assert_exact_detections(run).matched == total.matched
