@@ -27,7 +27,7 @@ def test_import_does_not_load_mmdet_or_mmseg():
 def test_import_needs_only_torch_mmengine_and_timm():
     # Make the optional packages unimportable, as on a machine without them.
     code = ("import sys\n"
-            "for name in ('mmdet', 'mmseg', 'mmcv', 'transformers', 'pycocotools', 'matplotlib'):\n"
+            "for name in ('mmdet', 'mmseg', 'mmcv', 'mmdeploy', 'transformers', 'pycocotools', 'matplotlib'):\n"
             "    sys.modules[name] = None\n"
             "import cvx2_backbone, torch\n"
             "print(cvx2_backbone.ConvNeXtV2('atto')(torch.zeros(1, 3, 32, 32))[-1].shape)\n")

@@ -1,4 +1,4 @@
-"""What mmdeploy 1.3.1 needs to export with current torch (measured with torch 2.15).
+"""What mmdeploy 1.3.1 needs to export with current torch (measured with torch 2.15), and how it gets it.
 
 mmdeploy 1.3.1 (December 2023, its last release) was written for the TorchScript ONNX exporter of torch <= 2.1.
 With torch 2.15, its ``torch2onnx`` fails twice before it writes a file:
@@ -6,26 +6,28 @@ With torch 2.15, its ``torch2onnx`` fails twice before it writes a file:
 1. ``torch.onnx.export`` runs the dynamo exporter by default since torch 2.9. mmdeploy calls it without
    ``dynamo=``, so the export goes through ``torch.export``, which ignores mmdeploy's symbolic rewriters and
    refuses its dynamic axes (``Detected mismatch between the structure of inputs and dynamic_shapes``).
-   :func:`export_patches` makes ``dynamo=False`` the default while mmdeploy exports.
 2. mmdeploy's RoIAlign symbolic (``mmdeploy/mmcv/ops/roi_align.py``) imports ``_cast_Long`` from
    ``torch.onnx.symbolic_opset9``, which torch 2.15 no longer has (ImportError at the first RoI head).
-   :func:`export_patches` supplies it (a Cast to int64, what torch's own helper was) while mmdeploy exports.
 
 mmdeploy also finds each rewriter's context by calling ``inspect.stack()``, which reads the source of every frame
 and may search ``sys.modules`` for each: about 0.1 s per rewritten call once mmdet and mmseg are imported, several
-seconds per export (measured with cProfile on the 2-core machine). :func:`export_patches` looks the frame up
-directly (``sys._getframe``), which finds the same function.
+seconds per export (measured with cProfile on the 2-core machine).
 
-Where mmdeploy's rewriters compute something else than mmdet and mmseg, :mod:`.mmdeploy_exact` replaces them;
-:func:`require_mmdeploy`, which every entry point calls, registers those.
+:mod:`.mmdeploy_plugin` registers a rewriter of ``torch.onnx.export`` with mmdeploy, active only inside mmdeploy's
+ONNX export context, that exports with ``dynamo=False`` by default under :func:`rewriting_fixes` (``_cast_Long``
+supplied, frames looked up directly). :func:`attach_to_mmdeploy`, which ``import cvx2_backbone`` calls, registers
+it (and the exact rewriters of :mod:`.mmdeploy_exact`) in every process that imports both packages, in either
+order: mmdeploy's ``tools/deploy.py`` workers import this package through the model config's ``custom_imports``
+before they export.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib.abc
+import importlib.util
 import inspect
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -44,7 +46,7 @@ def require_mmdeploy() -> Any:
         import aenum  # noqa: F401  (mmdeploy registers its codebases with aenum.extend_enum)
     except ImportError as error:
         raise ImportError(f"mmdeploy needs aenum, which is not installed; {INSTALL_HINT}") from error
-    from . import mmdeploy_exact  # noqa: F401  (registers the exact rewriters, once per process)
+    _register_with_mmdeploy()
     return mmdeploy
 
 
@@ -64,25 +66,14 @@ def _frame_func(top: int = 1) -> Any:
 
 
 @contextlib.contextmanager
-def export_patches() -> Iterator[None]:
-    """While mmdeploy exports or rewrites: ``torch.onnx.export`` defaults to the TorchScript exporter,
-    ``symbolic_opset9._cast_Long`` exists and rewriter contexts are found without ``inspect.stack()``.
-    Everything is undone on exit."""
+def rewriting_fixes() -> Iterator[None]:
+    """While mmdeploy exports or rewrites: ``symbolic_opset9._cast_Long`` exists and rewriter contexts are found
+    without ``inspect.stack()``. Everything is undone on exit."""
     import torch.onnx.symbolic_opset9 as opset9
     from mmdeploy.core.rewriters import function_rewriter, symbolic_rewriter
 
-    export = torch.onnx.export
-    takes_dynamo = "dynamo" in inspect.signature(export).parameters
     add_cast_long = not hasattr(opset9, "_cast_Long")
     frame_lookups = {module: module.get_frame_func for module in (function_rewriter, symbolic_rewriter)}
-
-    @functools.wraps(export)
-    def export_torchscript(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("dynamo", False)
-        return export(*args, **kwargs)
-
-    if takes_dynamo:
-        torch.onnx.export = export_torchscript
     if add_cast_long:
         opset9._cast_Long = _cast_long
     for module in frame_lookups:
@@ -90,8 +81,56 @@ def export_patches() -> Iterator[None]:
     try:
         yield
     finally:
-        torch.onnx.export = export
         if add_cast_long:
             del opset9._cast_Long
         for module, lookup in frame_lookups.items():
             module.get_frame_func = lookup
+
+
+def torchscript_by_default(export: Callable, kwargs: dict) -> dict:
+    """``kwargs`` of a ``torch.onnx.export`` call with ``dynamo=False`` unless the caller chose (torch >= 2.9 defaults
+    to the dynamo exporter, which mmdeploy's rewriters do not reach)."""
+    if "dynamo" in inspect.signature(export).parameters:
+        return {"dynamo": False, **kwargs}
+    return kwargs
+
+
+def _register_with_mmdeploy() -> None:
+    from . import mmdeploy_plugin  # noqa: F401  (registers the rewriters, once per process)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Import hook that runs ``action`` right after the top-level module ``name`` has been executed, then leaves."""
+
+    def __init__(self, name: str, action: Callable[[], None]) -> None:
+        self.name, self.action, self._searching = name, action, False
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name or self._searching:
+            return None
+        self._searching = True  # the search below asks this finder again
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._searching = False
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            execute = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
+                execute(module)
+                self.action()
+
+            spec.loader.exec_module = exec_module  # this spec's own loader object: affects this import only
+        return spec
+
+
+def attach_to_mmdeploy() -> None:
+    """Register this package's rewriters with mmdeploy now if it is imported, else right after it is imported.
+
+    Registration changes nothing outside mmdeploy's rewriter contexts; ``torch.onnx.export`` stays torch's own."""
+    if sys.modules.get("mmdeploy") is not None:  # None: blocked, as ``import`` treats it
+        _register_with_mmdeploy()
+    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport("mmdeploy", _register_with_mmdeploy))

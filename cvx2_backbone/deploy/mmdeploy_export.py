@@ -1,8 +1,9 @@
 """Whole detectors and segmentors with this backbone to ONNX Runtime, through mmdeploy's own deploy configs.
 
 :func:`export_onnx` is mmdeploy's ``torch2onnx`` with the model in hand: it builds the model from its config and
-checkpoint with mmdeploy's task processor, switches every ConvNeXt backbone to plain ops, and exports under
-mmdeploy's rewriters, with the fixes of :mod:`.mmdeploy_compat` and :mod:`.mmdeploy_exact`.
+checkpoint with mmdeploy's task processor and exports under mmdeploy's rewriters, which include this package's
+(:mod:`.mmdeploy_plugin`: the fixes of :mod:`.mmdeploy_compat`, plain ops, and :mod:`.mmdeploy_exact`), exactly as
+mmdeploy's own ``torch2onnx`` does in a process that imported ``cvx2_backbone``.
 :func:`build_deployed_model` wraps the ONNX file in mmdeploy's backend model, which takes the same batches and
 returns the same data samples as the PyTorch model.
 """
@@ -15,8 +16,7 @@ from typing import Any, Union
 from mmengine.config import Config
 from torch import Tensor, nn
 
-from ..ops import fp16_safe_statistics, plain_ops
-from .mmdeploy_compat import export_patches, require_mmdeploy
+from .mmdeploy_compat import require_mmdeploy
 
 ConfigLike = Union[str, Path, Config]
 # This package's deploy configs first, then mmdeploy's own (copied unchanged from its v1.3.1 configs/).
@@ -144,15 +144,13 @@ def export_onnx(deploy_cfg: ConfigLike, model_cfg: ConfigLike, checkpoint: str |
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     prefix = work_dir / Path(file_name).stem
-    # tracing picks the plain ops anyway (explicit here); GRN's norms in the form that stays finite in fp16
-    with export_patches(), plain_ops(), fp16_safe_statistics():
-        export(model, inputs, str(prefix), backend=get_backend(deploy_cfg).value,
-               input_metas={"data_samples": data_samples, "mode": "predict"},
-               context_info={"deploy_cfg": deploy_cfg}, input_names=onnx_cfg["input_names"],
-               output_names=onnx_cfg["output_names"], opset_version=onnx_cfg.get("opset_version", 11),
-               dynamic_axes=get_dynamic_axes(deploy_cfg, names), verbose=onnx_cfg.get("verbose", False),
-               keep_initializers_as_inputs=onnx_cfg.get("keep_initializers_as_inputs", True),
-               optimize=onnx_cfg.get("optimize", False))
+    export(model, inputs, str(prefix), backend=get_backend(deploy_cfg).value,
+           input_metas={"data_samples": data_samples, "mode": "predict"},
+           context_info={"deploy_cfg": deploy_cfg}, input_names=onnx_cfg["input_names"],
+           output_names=onnx_cfg["output_names"], opset_version=onnx_cfg.get("opset_version", 11),
+           dynamic_axes=get_dynamic_axes(deploy_cfg, names), verbose=onnx_cfg.get("verbose", False),
+           keep_initializers_as_inputs=onnx_cfg.get("keep_initializers_as_inputs", True),
+           optimize=onnx_cfg.get("optimize", False))
     return prefix.with_suffix(".onnx")
 
 
