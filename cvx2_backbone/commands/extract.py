@@ -34,12 +34,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     parser.add_argument("--format", choices=("safetensors", "npz"), default="safetensors", help="feature file format")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                        help="precision of the stored maps (the network runs in float32)")
+                        help="precision of the stored maps (the network's: --precision)")
     parser.add_argument("--viz", action="store_true",
                         help="also write <name>.pyramid.png: the image and every level in PCA colour")
     parser.add_argument("--viz-tile", type=int, default=256, help="long side of each tile of the --viz picture")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist (default: skip them)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``, ``--precision`` and ``--threads``: which engine computes the features, in what, on how many
+    threads (see cvx2_backbone/engines.py; the choices are its RUNTIMES and PRECISIONS, not imported: no torch
+    for ``--help``)."""
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default=None,
+                        help="engine: auto (the fastest whose features match PyTorch's, measured once and cached; the "
+                             "default where the deploy extra is installed), torch, onnxruntime or openvino")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="precision the network computes in (bf16: fast only on CPUs with native bf16)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the engine, whichever runs (default: torch's thread count)")
 
 
 # --- feature files -----------------------------------------------------------------------------
@@ -141,6 +155,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.viz_tile < 16:
         raise ValueError(f"--viz-tile must be at least 16 pixels, got {args.viz_tile}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
 
 
 class _Job:
@@ -174,11 +190,13 @@ class _Job:
         from ..visualize import pyramid_image
 
         batch = self.extractor.preprocess(pictures)
-        for index, features in enumerate(self.extractor.extract_each(batch)):
+        maps, engine = self.extractor.infer(batch.pixel_values)
+        for index, features in enumerate(self.extractor.crop_each(maps, batch)):
             source, stem = items[index]
             targets = _targets(self.output, stem, self.args)
             stored = {k: v.to("cpu", self.dtype) for k, v in features.items()}
-            write_atomic(targets[0], encode_features(stored, self.metadata(source, batch, index), self.args.format))
+            metadata = self.metadata(source, batch, index, engine)
+            write_atomic(targets[0], encode_features(stored, metadata, self.args.format))
             if self.args.viz:
                 picture = pyramid_image(pictures[index], features, self.extractor.out_strides, tile=self.args.viz_tile)
                 buffer = io.BytesIO()
@@ -187,7 +205,7 @@ class _Job:
             self.written += 1
             self.progress.update(1)
 
-    def metadata(self, source: Path, batch, index: int) -> dict[str, Any]:
+    def metadata(self, source: Path, batch, index: int, engine) -> dict[str, Any]:
         from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
         extractor, args = self.extractor, self.args
@@ -198,6 +216,7 @@ class _Job:
             "original_size": list(batch.original_sizes[index]),
             "padded_size": list(batch.pixel_values.shape[-2:]), "shortest_edge": args.shortest_edge,
             "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD),
+            "engine": engine.label, "precision": engine.precision_used,
         }
 
     def report_skipped(self) -> None:
@@ -220,7 +239,11 @@ def run(args: argparse.Namespace) -> int:
         if not images:
             raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {args.inputs}"
                              + (f" outside the output folder {output}" if output.is_dir() else ""))
-        extractor = build_extractor(args, shortest_edge=args.shortest_edge)
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        extractor = build_extractor(args, shortest_edge=args.shortest_edge, runtime=args.runtime,
+                                    precision=args.precision, threads=args.threads)
     extractor.to(device)
     stale = remove_stale_temporaries(output)
     if stale:
