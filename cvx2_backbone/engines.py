@@ -2,7 +2,8 @@
 
 * ``torch``: the extractor's own PyTorch path (the fast kernels of :mod:`cvx2_backbone.ops`), bf16 by autocast;
 * ``onnxruntime`` / ``openvino``: the project's own ONNX export (:func:`cvx2_backbone.deploy.export_backbone`,
-  backbone and FPN), written once per model into the cache folder and run on the CPU (OpenVINO in f32 or bf16).
+  backbone and FPN, dynamic batch and size), written once per model into the cache folder and run on the CPU
+  (OpenVINO in f32 or bf16, compiled once for dynamic shapes).
 
 ``auto`` measures, per precision and input-shape bucket (:func:`shape_bucket`), every installed engine against
 PyTorch's plain ops on one random input of the first shape seen in that bucket, keeps those within the tolerance
@@ -16,7 +17,6 @@ import importlib
 import importlib.util
 import math
 import os
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -129,23 +129,46 @@ class TorchEngine:
         return tuple(o.float() for o in outputs) if bf16 else outputs
 
 
-class ExportedEngine:
-    """ONNX Runtime or OpenVINO on the export (:mod:`cvx2_backbone.runtimes`), ``threads`` threads. fp32 I/O."""
+class OnnxRuntimeEngine:
+    """ONNX Runtime's CPU provider on the export (:class:`cvx2_backbone.runtimes.OrtBackbone`), fp32, dynamic shapes."""
 
-    def __init__(self, name: str, onnx_path: Path, precision: str, threads: int) -> None:
-        from .runtimes import OpenVinoBackbone, OrtBackbone
+    name = "onnxruntime"
+    precision_used = "fp32"
 
-        runtime_class = OrtBackbone if name == "onnxruntime" else OpenVinoBackbone
-        self.name, self.precision = name, precision
-        self.runtime = runtime_class(onnx_path, threads)
-        self.label = f"{name} {self.runtime.version}"
+    def __init__(self, onnx_path: Path, precision: str, threads: int) -> None:
+        from .runtimes import OrtBackbone
 
-    @property
-    def precision_used(self) -> str:
-        return self.runtime.precision_used(self.precision)
+        self.precision = precision
+        self.runtime = OrtBackbone(onnx_path, threads)
+        self.label = f"onnxruntime {self.runtime.version}"
 
     def __call__(self, x: Tensor) -> tuple[Tensor, ...]:
-        return self.runtime.run(x.contiguous(), self.precision)
+        return self.runtime.run(x.contiguous())
+
+
+class OpenVinoEngine:
+    """OpenVINO's CPU plugin on the export, compiled once for dynamic batch, height and width (no compilation per
+    image size: see docs/performance.md for static against dynamic), f32 or bf16 precision hint, latency mode."""
+
+    name = "openvino"
+    _HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+    def __init__(self, onnx_path: Path, precision: str, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.precision = precision
+        self.compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
+            "INFERENCE_PRECISION_HINT": self._HINTS[precision], "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        used = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32 where bf16 is emulated
+        self.precision_used = {"f32": "fp32", "f16": "fp16"}.get(used, used)
+        self.label = f"openvino {ov.__version__}"
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, ...]:
+        results = self.request.infer({0: x.detach().cpu().contiguous().numpy()})
+        return tuple(torch.from_numpy(value.copy()) for value in results.values())  # the request reuses its buffers
 
 
 def export_for_engines(extractor: nn.Module, digest: str, folder: Path | None = None) -> Path:
@@ -166,7 +189,7 @@ class Choice:
 
     engine: str
     precision_used: str
-    seconds: dict[str, float] = field(default_factory=dict)  # median per call, per engine measured
+    seconds: dict[str, float] = field(default_factory=dict)  # fastest call, per engine measured
     errors: dict[str, float] = field(default_factory=dict)  # relative error to the plain fp32 path, per engine
     rejected: dict[str, str] = field(default_factory=dict)  # engine -> why it was not a candidate
     shape: list[int] = field(default_factory=list)  # the input it was measured on
@@ -210,7 +233,8 @@ class EngineSet:
                 self._engines[name] = TorchEngine(self.extractor, self.precision, self.threads)
             else:
                 path = export_for_engines(self.extractor, self.digest, self.cache_folder)
-                self._engines[name] = ExportedEngine(name, path, self.precision, self.threads)
+                engine_class = OnnxRuntimeEngine if name == "onnxruntime" else OpenVinoEngine
+                self._engines[name] = engine_class(path, self.precision, self.threads)
         return self._engines[name]
 
     # running
@@ -288,11 +312,12 @@ class EngineSet:
 
 
 def time_engines(engines: dict[str, Callable[[Tensor], Any]], x: Tensor, calls: int = TIMED_CALLS) -> dict[str, float]:
-    """Median seconds per call of each engine on ``x``, calls interleaved (load changes hit every engine alike)."""
+    """Fastest seconds per call of each engine on ``x``, calls interleaved: load from other processes only ever adds
+    time, so the minimum is the least disturbed estimate, and interleaving exposes every engine to the same load."""
     times: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(calls):
         for name, engine in engines.items():
             start = time.perf_counter()
             engine(x)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: min(values) for name, values in times.items()}

@@ -166,3 +166,15 @@ def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runti
             assert ours[key].shape == theirs[key].shape
             scale = np.abs(ours[key]).max()
             assert np.abs(ours[key] - theirs[key]).max() <= engines.FP32_TOLERANCE * scale
+
+
+@pytest.mark.skipif("openvino" not in EXPORTED, reason="needs openvino")
+def test_openvino_compiles_once_for_every_image_size():
+    extractor = FeatureExtractor(randomized(ConvNeXtV2(arch=TINY)), runtime="openvino")
+    compiled = None
+    for shape in ((1, 3, 64, 64), (2, 3, 96, 160), (1, 3, 128, 64)):
+        x = pixels(shape)
+        features, engine = extractor.infer(x)
+        compiled = compiled or engine.compiled
+        assert engine.compiled is compiled  # one compiled model serves every shape
+        assert engines.relative_error(list(features.values()), plain_fp32(extractor, x)) <= engines.FP32_TOLERANCE
