@@ -1,5 +1,7 @@
 """`cvx2 extract IMAGES_OR_FOLDERS -o OUT`: one feature file (and optionally one picture) per image.
 
+Decoding and preprocessing (``--workers`` threads, a few batches ahead), the engine (``--runtime``, see
+cvx2_backbone/engines.py) and writing (one thread) overlap, so the engine waits for neither JPEG decoding nor the disk.
 Every file is written to a temporary name and renamed, so an interrupt never leaves a half file;
 temporary files of a run that was killed (SIGKILL, power loss) are removed when the next run starts.
 Outputs that exist are kept (rerun the same command to resume) unless ``--overwrite``; the output
@@ -13,10 +15,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..files import remove_stale_temporaries, write_atomic
+from ..pipeline import BackgroundWriter, prefetched
 from .model_options import add_model_arguments, build_extractor
 
 HELP = "extract multi-scale feature maps of images into .safetensors/.npz files (and PCA pictures with --viz)"
@@ -54,6 +58,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                         help="precision the network computes in (bf16: fast only on CPUs with native bf16)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of the engine, whichever runs (default: torch's thread count)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="threads that decode and preprocess the next images while the engine runs")
 
 
 # --- feature files -----------------------------------------------------------------------------
@@ -157,6 +163,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--viz-tile must be at least 16 pixels, got {args.viz_tile}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
 
 
 class _Job:
@@ -185,12 +193,27 @@ class _Job:
                 self.progress.update(1)
         return kept, pictures
 
-    def write(self, items: list[tuple[Path, Path]], pictures: list) -> None:
-        """Extract one batch of same-size images and write each one's files."""
+    def load(self, items: list[tuple[Path, Path]]) -> list[tuple[list, list, Any]]:
+        """Decode and preprocess some images (on a prefetch thread): per same-size group, its items, pictures and
+        network input."""
+        kept, pictures = self.read(items)
+        groups = []
+        for group in _same_size_groups(pictures):
+            chosen = [pictures[i] for i in group]
+            groups.append(([kept[i] for i in group], chosen, self.extractor.preprocess(chosen)))
+        return groups
+
+    def infer(self, group: tuple[list, list, Any]) -> tuple:
+        """Run the engine on one loaded group (on the main thread)."""
+        items, pictures, batch = group
+        maps, engine = self.extractor.infer(batch.pixel_values)
+        return items, pictures, batch, maps, engine
+
+    def save(self, inferred: tuple) -> None:
+        """Write each image's files of one inferred group (on the writer thread)."""
         from ..visualize import pyramid_image
 
-        batch = self.extractor.preprocess(pictures)
-        maps, engine = self.extractor.infer(batch.pixel_values)
+        items, pictures, batch, maps, engine = inferred
         for index, features in enumerate(self.extractor.crop_each(maps, batch)):
             source, stem = items[index]
             targets = _targets(self.output, stem, self.args)
@@ -257,11 +280,16 @@ def run(args: argparse.Namespace) -> int:
 
     progress = tqdm(total=len(todo), unit="img", desc="extract")
     job = _Job(args, extractor, output, progress)
-    try:
-        for start in range(0, len(todo), args.batch_size):
-            items, pictures = job.read(todo[start:start + args.batch_size])
-            for group in _same_size_groups(pictures):
-                job.write([items[i] for i in group], [pictures[i] for i in group])
+    chunks = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
+    try:  # decoding ahead on --workers threads, the engine here, writing on a thread: the three overlap
+        writer = BackgroundWriter(job.save)
+        try:
+            with closing(prefetched(job.load, chunks, args.workers, ahead=2 * args.workers)) as loaded:
+                for groups in loaded:
+                    for group in groups:
+                        writer.put(job.infer(group))
+        finally:
+            writer.finish()  # what was computed is written (or the writer's error raised) before any report
     except KeyboardInterrupt as stop:  # SIGINT or SIGTERM (usage.Interrupted): every written file is whole
         progress.close()
         name = stop.args[0] if stop.args else "SIGINT"
