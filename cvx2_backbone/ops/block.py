@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import linear
+from .casts import cast_once
 from .dispatch import BLAS_INFERENCE, FOLDED_AUTOGRAD, ONEDNN_INFERENCE, inference_dtype, select_block_kernel
 from .grn import response_scale
 
@@ -109,12 +110,12 @@ def fused_inference(block: nn.Module, x: Tensor, linears: Linears) -> Tensor:
     dtype = inference_dtype(block, x)
     shortcut = x.permute(0, 2, 3, 1)
     y = block.norm(block.dwconv(x).permute(0, 2, 3, 1)).to(dtype)
-    h = linears.linear_act(y, block.pwconv1.weight.to(dtype), block.pwconv1.bias.to(dtype), block.act)
+    h = linears.linear_act(y, cast_once(block.pwconv1.weight, dtype), cast_once(block.pwconv1.bias, dtype), block.act)
     h, weight, bias = apply_grn(block, h, inplace=True)
     scale_output = block.gamma is not None and not fold_layer_scale_into_weight(h, weight)
     if block.gamma is not None and not scale_output:
         weight, bias = weight * block.gamma[:, None], bias * block.gamma
-    weight, bias = weight.to(dtype), bias.to(dtype)
+    weight, bias = cast_once(weight, dtype), cast_once(bias, dtype)  # the parameters themselves where nothing folded
     if scale_output:
         out = torch.addcmul(shortcut, linears.linear(h, weight, bias), block.gamma)
     elif shortcut.dtype == dtype == branch_dtype(block, dtype):
