@@ -271,9 +271,9 @@ class EngineSet:
             choice = self._measure(shape)
             if self.runtime == "auto":
                 self.cache.store(bucket, asdict(choice))
+                notes = "".join(f"; {k} left out: {v}" for k, v in choice.rejected.items())
                 self.log(f"runtime auto: {bucket} {'x'.join(map(str, shape))}: {choice.engine} "
-                         f"({', '.join(f'{k} {1e3 * v:.0f} ms' for k, v in choice.seconds.items())}); "
-                         + "; ".join(f"{k} left out: {v}" for k, v in choice.rejected.items()))
+                         f"({', '.join(f'{k} {1e3 * v:.0f} ms' for k, v in choice.seconds.items())}){notes}")
         self.choices[bucket] = choice
         return choice
 
