@@ -478,3 +478,17 @@ def test_bf16_inference_with_cached_weights_equals_the_plain_path_and_follows_we
             assert_outputs_close(fast, plain, HALF_RTOL)
             with torch.no_grad():
                 model.stages[0][0].pwconv1.weight.mul_(-1)  # the cached copy must follow
+
+
+def test_a_folded_weight_is_rounded_once_to_the_inference_dtype_with_the_same_values():
+    from cvx2_backbone.ops.block import apply_grn, fold_scale_into_weight
+
+    model, _ = build()
+    block = model.stages[0][0]
+    h = torch.randn(1, 16, 24, 4 * SMALL["dims"][0])  # one image, more values than pwconv2's weight: folded
+    assert fold_scale_into_weight(h, block.pwconv2.weight)
+    with torch.no_grad():
+        _, rounded_once, bias = apply_grn(block, h.clone(), inplace=True, weight_dtype=torch.bfloat16)
+        _, folded, same_bias = apply_grn(block, h.clone(), inplace=True)
+    assert rounded_once.dtype == torch.bfloat16 and torch.equal(rounded_once, folded.to(torch.bfloat16))
+    assert torch.equal(bias, same_bias)
