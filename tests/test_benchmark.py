@@ -141,7 +141,7 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     assert report["parity"]["atto"]["ort"] < 1e-5 and report["meta"]["onnxruntime"]
 
 
-def test_extract_rows_run_the_default_engine_and_the_end_to_end_jobs_write_every_photo(monkeypatch):
+def test_the_extract_row_runs_the_default_engine_and_timm_is_the_fp32_baseline_only(monkeypatch):
     pytest.importorskip("openvino")
     monkeypatch.setenv("CVX2_RUNTIME", "auto")
     models = build_models("atto", ["cvx2", "extract"], seed=0)
@@ -150,9 +150,22 @@ def test_extract_rows_run_the_default_engine_and_the_end_to_end_jobs_write_every
     engine = models["extract"].precision_used("fp32").split()[0]
     assert engine in ("torch", "onnxruntime", "openvino")
 
-    from cvx2_backbone.bench_extract import JOBS, run_extract_case
-    seconds = run_extract_case("atto", "fp32", images=3, repeats=1, threads=1, seed=0, log=lambda text: None)
-    assert list(seconds) == list(JOBS) and all(len(s) == 1 and s[0] > 0 for s in seconds.values())
+    from cvx2_backbone.bench_extract import run_extract_case
     bf16 = run_extract_case("atto", "bf16", images=2, repeats=1, threads=1, seed=0, jobs=("timm-loop",),
                             log=lambda text: None)
     assert bf16 == {}  # timm's loop is the fp32 baseline only
+
+
+def test_bench_command_runs_the_end_to_end_case_alone(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--sizes", "atto", "--cases", "extract-fp32", "--extract-images", "2", "--repeats", "1",
+                     "--threads", "1", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["parity"] == {}  # no inference case: nothing else was built
+    rows = {r["impl"]: r for r in report["results"]}
+    assert set(rows) == {"cvx2-extract", "timm-loop", "openvino-loop"} and rows["timm-loop"]["ratios"]["timm"] == 1.0
+    assert all(r["batch"] == 2 and r["img_per_s"] > 0 for r in rows.values())
+    assert set(report["summary"]["atto"]) == {"extract-fp32 end to end vs timm-loop",
+                                              "extract-fp32 end to end vs openvino-loop"}
+    assert "extract-fp32  2 photos  cvx2-extract" in capsys.readouterr().out
