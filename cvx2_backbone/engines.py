@@ -36,6 +36,7 @@ RUNTIME_ENV = "CVX2_RUNTIME"
 FP32_TOLERANCE = 1e-4  # max |engine - plain fp32| / max |plain fp32|, per output
 BF16_FACTOR = 2.0  # a bf16 engine may be at most this many times further from fp32 than PyTorch's bf16 path ...
 BF16_FLOOR = 1 / 128  # ... or this far (two bf16 ulps of the output scale), whichever is larger
+KEPT_EXPORTS = 8  # exported models kept in the cache folder, most recently used first
 TIMED_CALLS = 3  # per engine when choosing, after one untimed call (OpenVINO compiles in it)
 _MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 _PRECISIONS = {"torch": PRECISIONS, "onnxruntime": ("fp32",), "openvino": PRECISIONS}
@@ -172,12 +173,18 @@ class OpenVinoEngine:
 
 
 def export_for_engines(extractor: nn.Module, digest: str, folder: Path | None = None) -> Path:
-    """The extractor's ONNX export in the cache folder, written once per model digest (atomically)."""
+    """The extractor's ONNX export in the cache folder, written once per model digest (atomically); only the
+    :data:`KEPT_EXPORTS` most recently used exports are kept (every checkpoint of a training run has its own)."""
     from .deploy.backbone_export import export_backbone
 
     path = (folder or cache_dir()) / "models" / f"{digest[:32]}.onnx"
-    if not path.exists():
-        export_backbone(extractor, path, exporter="torchscript")
+    if path.exists():
+        os.utime(path)  # recently used
+        return path
+    export_backbone(extractor, path, exporter="torchscript")
+    exports = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in exports[KEPT_EXPORTS:]:
+        old.unlink(missing_ok=True)
     return path
 
 

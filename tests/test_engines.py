@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -178,3 +179,14 @@ def test_openvino_compiles_once_for_every_image_size():
         compiled = compiled or engine.compiled
         assert engine.compiled is compiled  # one compiled model serves every shape
         assert engines.relative_error(list(features.values()), plain_fp32(extractor, x)) <= engines.FP32_TOLERANCE
+
+
+def test_the_export_cache_keeps_the_most_recently_used_models(tmp_path, monkeypatch):
+    monkeypatch.setattr(engines, "KEPT_EXPORTS", 2)
+    extractors = [FeatureExtractor(randomized(ConvNeXtV2(arch=TINY), seed), runtime="torch") for seed in range(3)]
+    digests = [engine_cache.model_digest(e) for e in extractors]
+    paths = [engines.export_for_engines(e, d, tmp_path) for e, d in zip(extractors[:2], digests)]
+    assert engines.export_for_engines(extractors[0], digests[0], tmp_path) == paths[0]  # reused, now the newest
+    os.utime(paths[1], (0, 0))  # the other one is older
+    engines.export_for_engines(extractors[2], digests[2], tmp_path)
+    assert not paths[1].exists() and paths[0].exists() and len(list((tmp_path / "models").glob("*.onnx"))) == 2
