@@ -29,12 +29,13 @@ from torch import Tensor, nn
 from .convnext import V2_ARCHS, ConvNeXtV2
 from .runtimes import RUNTIMES, Runtime, export_onnx
 
-IMPLS = ("cvx2", "timm", "hf", "reference", "ort", "openvino")
-DEFAULT_IMPLS = ("cvx2", "timm", "hf", "ort", "openvino")
+IMPLS = ("cvx2", "extract", "timm", "hf", "reference", "ort", "openvino")
+DEFAULT_IMPLS = ("cvx2", "extract", "timm", "hf", "ort", "openvino")
 RATIO_IMPLS = ("timm", "ort", "openvino")  # every result is also given as a ratio to these, in the same case
 DEFAULT_CASES = ("infer-fp32", "infer-bf16", "infer-fp32@1x224", "infer-bf16@1x224", "infer-fp32@1x800x1216",
-                 "infer-bf16@1x800x1216", "train-fp32", "infer-fp32-compile", "train-fp32@det", "train-fp32-cp@det")
-_CASE = re.compile(r"^(?P<task>infer|train)-(?P<precision>fp32|bf16|fp16)(?P<cp>-cp)?(?P<compile>-compile)?"
+                 "infer-bf16@1x800x1216", "train-fp32", "infer-fp32-compile", "train-fp32@det", "train-fp32-cp@det",
+                 "extract-fp32", "extract-bf16")
+_CASE = re.compile(r"^(?P<task>infer|train|extract)-(?P<precision>fp32|bf16|fp16)(?P<cp>-cp)?(?P<compile>-compile)?"
                    r"(?:@(?:(?P<det>det)|(?P<batch>\d+)x(?P<height>\d+)(?:x(?P<width>\d+))?))?$")
 # Settings outside the program that change CPU timings; recorded with the results.
 _ENVIRONMENT = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LD_PRELOAD", "MKL_NUM_THREADS")
@@ -43,11 +44,12 @@ PARITY_RTOL = 1e-4  # max |difference| / max |output| between implementations, f
 
 @dataclass(frozen=True)
 class Case:
-    """One measured setting: ``{infer|train}-{fp32|bf16|fp16}[-cp][-compile][@det|@NxH[xW]]``.
+    """One measured setting: ``{infer|train}-{fp32|bf16|fp16}[-cp][-compile][@det|@NxH[xW]]``, ``extract-{fp32|bf16}``.
 
     ``-cp`` turns on gradient checkpointing (``with_cp``; timm and Hugging Face use their own),
     ``@det`` runs at the detection size (``--det-batch``, ``--det-resolution``) and ``@NxH[xW]`` at
     N images of H x W (H x H) instead of the classification size (``--batch``, ``--resolution``).
+    ``extract-*`` is the end-to-end case (:mod:`cvx2_backbone.bench_extract`): ``--extract-images`` photos to files.
     """
 
     name: str
@@ -66,6 +68,10 @@ class Case:
                              f"[@det|@NxH[xW]], e.g. {', '.join(DEFAULT_CASES)}")
         if match["cp"] and match["task"] != "train":
             raise ValueError(f"case {name!r}: gradient checkpointing (-cp) only matters for train cases")
+        if match["task"] == "extract" and (match["compile"] or match["det"] or match["batch"]
+                                           or match["precision"] == "fp16"):
+            raise ValueError(f"case {name!r}: the end-to-end case is extract-fp32 or extract-bf16 (its folder size is "
+                             "--extract-images)")
         shape = None
         if match["batch"]:
             shape = (int(match["batch"]), int(match["height"]), int(match["width"] or match["height"]))
@@ -101,6 +107,7 @@ class BenchConfig:
     device: str = "auto"
     memory: bool = True
     seed: int = 0
+    extract_images: int = 24
 
 
 @dataclass
@@ -206,6 +213,9 @@ def build_models(size: str, impls: Sequence[str], seed: int, device: torch.devic
             continue
         if impl == "cvx2":
             models[impl] = ours
+        elif impl == "extract":
+            from .bench_extract import DefaultExtract
+            models[impl] = DefaultExtract(ours, threads or torch.get_num_threads())
         elif impl == "reference":
             models[impl] = ConvNeXtV2(size, out_norm=False).set_reference_path(True)
             models[impl].load_state_dict(state)
@@ -442,6 +452,25 @@ def run_group(size: str, cases: Sequence[Case], models: Mapping[str, nn.Module],
     return list(results.values())
 
 
+def run_end_to_end(size: str, case: Case, config: BenchConfig, device: torch.device) -> list[Result]:
+    """The ``extract-*`` case: ``cvx2 extract``, a timm loop and an OpenVINO loop on a folder of photos (CPU only)."""
+    from .bench_extract import run_extract_case
+
+    if device.type != "cpu":
+        print(f"note: {case.name} runs on the CPU only, so it is left out on {device}", file=sys.stderr)
+        return []
+    images = config.extract_images
+    seconds = run_extract_case(size, case.precision, images, config.repeats, torch.get_num_threads(), config.seed,
+                               log=lambda text: print(text, file=sys.stderr))
+    results = {job: Result(size, case.name, job, images, 0, 0, times, images / statistics.median(times))
+               for job, times in seconds.items()}
+    for result in results.values():
+        result.ratios = {column: result.img_per_s / results[job].img_per_s  # shown in the x timm / x openvino columns
+                         for column, job in (("timm", "timm-loop"), ("openvino", "openvino-loop")) if job in results}
+        result.ratio_to_timm = result.ratios.get("timm")
+    return list(results.values())
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX, as oneDNN reports)."""
     return device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -463,18 +492,24 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
     report = {"meta": _meta(config, device), "parity": {}, "results": []}
     with _threads(config.threads):
         report["meta"]["threads"] = torch.get_num_threads()
-        for size in config.sizes:
-            models = {impl: model.to(device) for impl, model in build_models(size, config.impls, config.seed, device,
-                                                                             torch.get_num_threads()).items()}
-            probe = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(config.seed)).to(device)
-            report["parity"][size] = check_parity(models, probe)
-            log(f"{size}: outputs agree (relative max difference to cvx2: "
-                + ", ".join(f"{k} {v:.1e}" for k, v in report["parity"][size].items()) + ")")
-            groups: dict[tuple, list[Case]] = {}
-            for case in cases:
+        groups: dict[tuple, list[Case]] = {}
+        for case in cases:
+            if case.task != "extract":  # the end-to-end cases build their own models
                 groups.setdefault(case.input_shape(config), []).append(case)
+        for size in config.sizes:
+            if groups:
+                models = {impl: model.to(device) for impl, model in build_models(
+                    size, config.impls, config.seed, device, torch.get_num_threads()).items()}
+                probe = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(config.seed)).to(device)
+                report["parity"][size] = check_parity(models, probe)
+                log(f"{size}: outputs agree (relative max difference to cvx2: "
+                    + ", ".join(f"{k} {v:.1e}" for k, v in report["parity"][size].items()) + ")")
             for group in groups.values():
                 results = run_group(size, group, models, config, device)
+                report["results"].extend(asdict(r) for r in results)
+                log(format_table(results))
+            end_to_end = [run_end_to_end(size, case, config, device) for case in cases if case.task == "extract"]
+            for results in filter(None, end_to_end):
                 report["results"].extend(asdict(r) for r in results)
                 log(format_table(results))
     report["summary"] = summarize(report["results"])
@@ -512,6 +547,8 @@ def _meta(config: BenchConfig, device: torch.device) -> dict:
 # --- reporting --------------------------------------------------------------------------------
 def input_label(result: Mapping) -> str:
     """``8x224`` for 8 images of 224 x 224, ``1x800x1216`` for one of 800 x 1216."""
+    if not result["resolution"]:  # the end-to-end case
+        return f"{result['batch']} photos"
     height, width = result["resolution"], result.get("width") or result["resolution"]
     return f"{result['batch']}x{height}" + (f"x{width}" if width != height else "")
 
@@ -524,8 +561,8 @@ def summarize(results: Sequence[Mapping]) -> dict:
     summary = {}
     for size in dict.fromkeys(r["size"] for r in results):
         checks = {}
-        for label, case, goal in (("eager fp32 inference vs timm", "infer-fp32", 1.3),
-                                  ("training step vs timm", "train-fp32", 1.15),
+        for label, case, goal in (("eager fp32 inference vs timm", "infer-fp32", 1.7),
+                                  ("training step vs timm", "train-fp32", 1.5),
                                   ("compiled inference vs timm compiled", "infer-fp32-compile", 1.0)):
             ours, timm = find(case, "cvx2", size), find(case, "timm", size)
             if ours and timm:
@@ -538,7 +575,7 @@ def summarize(results: Sequence[Mapping]) -> dict:
             ort, openvino = find(ours["case"], "ort", size), find(ours["case"], "openvino", size)
             if parsed.precision == "fp32" and ort:
                 checks[f"eager fp32 inference vs ONNX Runtime ({where})"] = {
-                    "value": ours["img_per_s"] / ort["img_per_s"], "target": 1.2}
+                    "value": ours["img_per_s"] / ort["img_per_s"], "target": 1.0}
             if parsed.precision == "bf16" and openvino:
                 runs_in = openvino.get("precision_used") or "bf16"
                 checks[f"bf16 inference vs OpenVINO {runs_in} ({where})"] = {
@@ -546,7 +583,18 @@ def summarize(results: Sequence[Mapping]) -> dict:
             fp32 = find(ours["case"].replace("-bf16", "-fp32", 1), "cvx2", size)
             if parsed.precision == "bf16" and fp32:
                 checks[f"bf16 vs fp32 inference ({where})"] = {"value": ours["img_per_s"] / fp32["img_per_s"],
-                                                               "target": 2.0}
+                                                               "target": 1.6}
+            extract = find(ours["case"], "extract", size)
+            runtimes = [r["img_per_s"] for r in (ort, openvino) if r]
+            if extract and runtimes:
+                checks[f"extract {parsed.precision} vs best of ONNX Runtime and OpenVINO ({where})"] = {
+                    "value": extract["img_per_s"] / max(runtimes), "target": 1.0}
+        for case in dict.fromkeys(r["case"] for r in results if r["impl"] == "cvx2-extract" and r["size"] == size):
+            ours = find(case, "cvx2-extract", size)
+            for job, goal in (("timm-loop", 2.0), ("openvino-loop", 1.1)):
+                if theirs := find(case, job, size):
+                    checks[f"{case} end to end vs {job}"] = {"value": ours["img_per_s"] / theirs["img_per_s"],
+                                                              "target": goal}
         plain, cp = find("train-fp32@det", "cvx2", size), find("train-fp32-cp@det", "cvx2", size)
         if plain and cp and plain["peak_mib"] and cp["peak_mib"] is not None:
             checks["with_cp training memory saving"] = {"value": 1 - cp["peak_mib"] / plain["peak_mib"], "target": 0.4}
@@ -618,6 +666,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated ConvNeXt V2 sizes ({', '.join(V2_ARCHS)})")
     parser.add_argument("--cases", type=_names, default=None,
                         help="comma-separated cases {infer|train}-{fp32|bf16|fp16}[-cp][-compile][@det|@NxH[xW]] "
+                             "or extract-{fp32|bf16} (end to end: a folder of photos to feature files) "
                              f"(default: {','.join(DEFAULT_CASES)}; bf16 ones only where the device runs bf16 "
                              "natively)")
     parser.add_argument("--impls", type=_names, default=",".join(defaults.impls),
@@ -635,13 +684,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda or auto")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory runs")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random weights and inputs")
+    parser.add_argument("--extract-images", type=int, default=defaults.extract_images,
+                        help="photos in the folder of the end-to-end extract-* cases")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     parser.add_argument("--markdown", action="store_true", help="also print the results as Markdown tables")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Validate the parsed arguments into a :class:`BenchConfig` (clear errors for bad values)."""
-    for name in ("batch", "det_batch", "repeats", "det_repeats"):
+    for name in ("batch", "det_batch", "repeats", "det_repeats", "extract_images"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in ("resolution", "det_resolution"):
@@ -661,7 +712,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(sizes=args.sizes, cases=args.cases, impls=args.impls, batch=args.batch,
                        resolution=args.resolution, det_batch=args.det_batch, det_resolution=args.det_resolution,
                        repeats=args.repeats, det_repeats=args.det_repeats, warmup=args.warmup, threads=args.threads,
-                       device=args.device, memory=args.memory, seed=args.seed)
+                       device=args.device, memory=args.memory, seed=args.seed, extract_images=args.extract_images)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

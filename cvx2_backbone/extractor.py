@@ -238,6 +238,13 @@ class FeatureExtractor(nn.Module):
         size_divisor: pad images to a multiple of this (default: the largest output stride).
         allow_partial: accept weights with missing or unexpected backbone tensors (listed in the
             load report); without it they are an error.
+        runtime: the engine of inference calls (``extract_each``, ``infer``, ``forward`` without autograd):
+            ``'torch'``, ``'onnxruntime'``, ``'openvino'`` (the project's own ONNX export) or ``'auto'`` (the fastest
+            of them whose outputs match PyTorch's, measured once per machine, model, precision and shape bucket and
+            cached; see :mod:`cvx2_backbone.engines`). Default: ``$CVX2_RUNTIME``, else ``'auto'`` where the
+            deploy extra is installed, else ``'torch'``.
+        precision: ``'fp32'`` or ``'bf16'`` (the network's compute precision; features are returned in fp32).
+        threads: CPU threads of every engine (torch: sets torch.set_num_threads when it runs; default: torch's count).
 
     GRN pools over the whole (padded) canvas, so an image's features depend a little on how much
     padding it gets: images of one size batch exactly; in a mixed-size batch the smaller ones differ
@@ -255,8 +262,15 @@ class FeatureExtractor(nn.Module):
         shortest_edge: int | None = None,
         size_divisor: int | None = None,
         allow_partial: bool = False,
+        runtime: str | None = None,
+        precision: str = "fp32",
+        threads: int | None = None,
     ) -> None:
         super().__init__()
+        from .engines import check_runtime
+
+        self.runtime, self.precision, self.threads = check_runtime(runtime, precision), precision, threads
+        self._engines = None
         checkpoint = None
         if weights is not None:
             from .weights import read_checkpoint
@@ -353,21 +367,43 @@ class FeatureExtractor(nn.Module):
 
     # --- forward ---------------------------------------------------------------------------
     def forward_features(self, pixel_values: Tensor) -> dict[str, Tensor]:
-        """Backbone (+ neck) on normalised pixels (N, 3, H, W) -> ``{name: (N, C, H/s, W/s)}``."""
+        """Backbone (+ neck) on normalised pixels (N, 3, H, W) -> ``{name: (N, C, H/s, W/s)}``, in PyTorch."""
         features = list(self.backbone(pixel_values))
         if self.neck is not None:
             features = self.neck(features)
         return dict(zip(self.out_features, features))
+
+    def infer(self, pixel_values: Tensor) -> tuple[dict[str, Tensor], Any]:
+        """:meth:`forward_features` without autograd on the ``runtime``'s engine; also returns the engine that ran
+        (its ``name``, ``label`` with the version, and ``precision_used``)."""
+        outputs, engine = self.engines.run(pixel_values)
+        return dict(zip(self.out_features, outputs)), engine
+
+    @property
+    def engines(self):
+        """The :class:`cvx2_backbone.engines.EngineSet` behind :meth:`infer` (its ``choices`` per shape bucket)."""
+        if self._engines is None:
+            from .engines import EngineSet
+            self._engines = EngineSet(self, self.runtime, self.precision, self.threads)
+        return self._engines
+
+    def reset_engines(self) -> None:
+        """Forget the engines and choices (call after changing the weights; the next inference rebuilds them)."""
+        self._engines = None
 
     def forward(self, images: Images | ImageBatch) -> dict[str, Tensor]:
         """Feature maps ``{name: (N, C, h, w)}`` for a batch, cropped to the largest image.
 
         Images of one size come back exactly cropped; smaller images in a mixed batch keep padding
         at the bottom/right: use :meth:`extract_each` to get each image's maps on their own.
+        With autograd on it runs PyTorch; without (``torch.no_grad``, ``inference_mode``), the ``runtime``'s engine.
         """
         batch = images if isinstance(images, ImageBatch) else self.preprocess(images)
         largest = (max(h for h, _ in batch.image_sizes), max(w for _, w in batch.image_sizes))
-        features = self.forward_features(batch.pixel_values)
+        if torch.is_grad_enabled():
+            features = self.forward_features(batch.pixel_values)
+        else:
+            features = self.infer(batch.pixel_values)[0]
         return {name: _crop(fmap, valid_size(largest, stride))
                 for (name, fmap), stride in zip(features.items(), self.out_strides)}
 
@@ -375,7 +411,10 @@ class FeatureExtractor(nn.Module):
     def extract_each(self, images: Images | ImageBatch) -> list[dict[str, Tensor]]:
         """Per-image feature maps ``{name: (C, h, w)}``, each cropped to its own image, without autograd."""
         batch = images if isinstance(images, ImageBatch) else self.preprocess(images)
-        features = self.forward_features(batch.pixel_values)
+        return self.crop_each(self.infer(batch.pixel_values)[0], batch)
+
+    def crop_each(self, features: Mapping[str, Tensor], batch: ImageBatch) -> list[dict[str, Tensor]]:
+        """Batch maps ``{name: (N, C, H/s, W/s)}`` -> one ``{name: (C, h, w)}`` per image, cropped to it."""
         return [{name: _crop(fmap[i], valid_size(size, stride))
                  for (name, fmap), stride in zip(features.items(), self.out_strides)}
                 for i, size in enumerate(batch.image_sizes)]

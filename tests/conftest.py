@@ -7,9 +7,11 @@ configs, so the metafile reads are cached for the session (the files do not chan
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import mmengine.config.utils as _config_utils
+import pytest
 
 _read_metafile = lru_cache(maxsize=None)(_config_utils.load)
 
@@ -22,3 +24,18 @@ def _load(file, *args, **kwargs):
 
 _load.__wrapped__ = _config_utils.load
 _config_utils.load = _load
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_runtime_and_private_cache(tmp_path_factory):
+    """Extraction tests run PyTorch unless they choose a runtime (``auto`` would export and time every random
+    model), and nothing writes to the user's cache (tests/test_engines.py covers the other runtimes)."""
+    saved = {name: os.environ.get(name) for name in ("CVX2_RUNTIME", "CVX2_CACHE_DIR")}
+    os.environ["CVX2_RUNTIME"] = "torch"
+    os.environ["CVX2_CACHE_DIR"] = str(tmp_path_factory.mktemp("cvx2-cache"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

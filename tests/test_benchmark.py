@@ -68,7 +68,7 @@ def test_default_cases_leave_out_bf16_where_it_is_emulated(monkeypatch):
     emulated = default_cases(torch.device("cpu"))
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     native = default_cases(torch.device("cpu"))
-    assert "infer-bf16@1x800x1216" in native and len(native) == 10
+    assert "infer-bf16@1x800x1216" in native and "extract-bf16" in native and len(native) == 12
     assert emulated == [name for name in native if "bf16" not in name] and "infer-fp32@1x800x1216" in emulated
 
 
@@ -77,13 +77,21 @@ def test_summary_gives_each_target_per_input():
         return dict(size="tiny", case=case, impl=impl, batch=1, resolution=224, width=224, img_per_s=img_per_s,
                     peak_mib=None, **extra)
     results = [row("infer-fp32@1x224", "cvx2", 12.0), row("infer-fp32@1x224", "ort", 10.0),
+               row("infer-fp32@1x224", "openvino", 16.0), row("infer-fp32@1x224", "extract", 15.2),
                row("infer-bf16@1x224", "cvx2", 30.0), row("infer-bf16@1x224", "openvino", 20.0,
-                                                          precision_used="bf16")]
+                                                          precision_used="bf16"),
+               row("infer-bf16@1x224", "extract", 30.0),
+               row("extract-fp32", "cvx2-extract", 9.0), row("extract-fp32", "timm-loop", 4.0),
+               row("extract-fp32", "openvino-loop", 8.5)]
     checks = summarize(results)["tiny"]
     assert checks == {
-        "eager fp32 inference vs ONNX Runtime (1x224)": {"value": 1.2, "target": 1.2, "met": True},
+        "eager fp32 inference vs ONNX Runtime (1x224)": {"value": 1.2, "target": 1.0, "met": True},
+        "extract fp32 vs best of ONNX Runtime and OpenVINO (1x224)": {"value": 0.95, "target": 1.0, "met": False},
         "bf16 inference vs OpenVINO bf16 (1x224)": {"value": 1.5, "target": 1.2, "met": True},
-        "bf16 vs fp32 inference (1x224)": {"value": 2.5, "target": 2.0, "met": True}}
+        "bf16 vs fp32 inference (1x224)": {"value": 2.5, "target": 1.6, "met": True},
+        "extract bf16 vs best of ONNX Runtime and OpenVINO (1x224)": {"value": 1.5, "target": 1.0, "met": True},
+        "extract-fp32 end to end vs timm-loop": {"value": 2.25, "target": 2.0, "met": True},
+        "extract-fp32 end to end vs openvino-loop": {"value": 9.0 / 8.5, "target": 1.1, "met": False}}
 
 
 @pytest.mark.parametrize("argv,error", [(["--sizes", "tinyy"], "unknown size"), (["--repeats", "0"], "at least 1"),
@@ -111,11 +119,11 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     report = json.loads(path.read_text())
     rows = {(r["case"], r["impl"]): r for r in report["results"]}
     infer = {(case, impl) for case in ("infer-fp32", "infer-fp32@1x64x96")
-             for impl in ("cvx2", "timm", "hf", "ort", "openvino")}
+             for impl in ("cvx2", "extract", "timm", "hf", "ort", "openvino")}
     assert set(rows) == infer | {("train-fp32@det", "cvx2"), ("train-fp32@det", "timm"), ("train-fp32@det", "hf"),
                                  ("train-fp32-cp@det", "cvx2"), ("train-fp32-cp@det", "timm")}
     assert all(r["img_per_s"] > 0 and len(r["seconds"]) >= 1 for r in rows.values())
-    assert all((r["peak_mib"] is None) == (r["impl"] in ("ort", "openvino")) for r in rows.values())
+    assert all((r["peak_mib"] is None) == (r["impl"] in ("ort", "openvino", "extract")) for r in rows.values())
     assert all(r["peak_mib"] > 0 for r in rows.values() if r["peak_mib"] is not None)
     assert rows[("infer-fp32", "timm")]["ratio_to_timm"] == 1.0 and rows[("infer-fp32", "ort")]["ratios"]["ort"] == 1.0
     cvx2 = rows[("infer-fp32@1x64x96", "cvx2")]
@@ -123,8 +131,41 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     assert (cvx2["batch"], cvx2["resolution"], cvx2["width"]) == (1, 64, 96)
     assert rows[("train-fp32@det", "cvx2")]["resolution"] == 96
     assert rows[("infer-fp32", "openvino")]["precision_used"] == "fp32"
+    assert rows[("infer-fp32", "extract")]["precision_used"] == "torch fp32"  # the tests' default runtime (conftest)
     checks = report["summary"]["atto"]
     assert set(checks) == {"eager fp32 inference vs timm", "eager fp32 inference vs ONNX Runtime (2x64)",
-                           "eager fp32 inference vs ONNX Runtime (1x64x96)", "with_cp training memory saving"}
+                           "eager fp32 inference vs ONNX Runtime (1x64x96)", "with_cp training memory saving",
+                           "extract fp32 vs best of ONNX Runtime and OpenVINO (2x64)",
+                           "extract fp32 vs best of ONNX Runtime and OpenVINO (1x64x96)"}
     assert report["meta"]["threads"] == 1 and report["parity"]["atto"]["timm"] < 1e-5
     assert report["parity"]["atto"]["ort"] < 1e-5 and report["meta"]["onnxruntime"]
+
+
+def test_the_extract_row_runs_the_default_engine_and_timm_is_the_fp32_baseline_only(monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("CVX2_RUNTIME", "auto")
+    models = build_models("atto", ["cvx2", "extract"], seed=0)
+    x = torch.randn(1, 3, 64, 64)
+    check_parity(models, x)  # within 1e-4 of the PyTorch path, whichever engine auto chose
+    engine = models["extract"].precision_used("fp32").split()[0]
+    assert engine in ("torch", "onnxruntime", "openvino")
+
+    from cvx2_backbone.bench_extract import run_extract_case
+    bf16 = run_extract_case("atto", "bf16", images=2, repeats=1, threads=1, seed=0, jobs=("timm-loop",),
+                            log=lambda text: None)
+    assert bf16 == {}  # timm's loop is the fp32 baseline only
+
+
+def test_bench_command_runs_the_end_to_end_case_alone(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--sizes", "atto", "--cases", "extract-fp32", "--extract-images", "2", "--repeats", "1",
+                     "--threads", "1", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["parity"] == {}  # no inference case: nothing else was built
+    rows = {r["impl"]: r for r in report["results"]}
+    assert set(rows) == {"cvx2-extract", "timm-loop", "openvino-loop"} and rows["timm-loop"]["ratios"]["timm"] == 1.0
+    assert all(r["batch"] == 2 and r["img_per_s"] > 0 for r in rows.values())
+    assert set(report["summary"]["atto"]) == {"extract-fp32 end to end vs timm-loop",
+                                              "extract-fp32 end to end vs openvino-loop"}
+    assert "extract-fp32  2 photos  cvx2-extract" in capsys.readouterr().out

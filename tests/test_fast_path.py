@@ -445,3 +445,50 @@ def test_fast_path_is_the_default():
     assert model.fast_path == "auto" and all(b.fast_path for b in model.modules() if isinstance(b, Block))
     assert model.set_reference_path(True).fast_path == "off"
     assert not any(b.fast_path for b in model.modules() if isinstance(b, Block))
+
+
+def test_inference_casts_each_weight_once_and_again_only_after_it_changes():
+    from cvx2_backbone.ops.casts import cast_once
+
+    layer = torch.nn.Linear(8, 16)
+    first = cast_once(layer.weight, torch.bfloat16)
+    assert first is cast_once(layer.weight, torch.bfloat16) and torch.equal(first, layer.weight.to(torch.bfloat16))
+    assert cast_once(layer.weight, torch.float32) is layer.weight
+    with torch.no_grad():
+        layer.weight.mul_(2)  # in place: an optimizer step, load_state_dict
+    second = cast_once(layer.weight, torch.bfloat16)
+    assert second is not first and torch.equal(second, layer.weight.to(torch.bfloat16))
+    layer.weight.data = torch.randn(16, 8)  # a new storage
+    assert torch.equal(cast_once(layer.weight, torch.bfloat16), layer.weight.to(torch.bfloat16))
+    folded = layer.weight * 3  # not a parameter: cast as it comes, never kept
+    assert cast_once(folded, torch.bfloat16) is not cast_once(folded, torch.bfloat16)
+
+
+@pytest.mark.skipif(not HALF_NATIVE[torch.bfloat16], reason="this CPU only emulates bf16")
+def test_bf16_inference_with_cached_weights_equals_the_plain_path_and_follows_weight_changes():
+    model, _ = build()
+    model.eval()
+    for x in (torch.randn(1, 3, 64, 96), torch.randn(2, 3, 64, 64)):  # GRN folded into the weight, and not
+        for _ in range(2):  # the second call runs on the cached bf16 weights
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), ops.record_kernels() as counts:
+                fast = model(x)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), ops.plain_ops():
+                plain = model(x)
+            assert counts == {INFERENCE: BLOCKS}
+            assert_outputs_close(fast, plain, HALF_RTOL)
+            with torch.no_grad():
+                model.stages[0][0].pwconv1.weight.mul_(-1)  # the cached copy must follow
+
+
+def test_a_folded_weight_is_rounded_once_to_the_inference_dtype_with_the_same_values():
+    from cvx2_backbone.ops.block import apply_grn, fold_scale_into_weight
+
+    model, _ = build()
+    block = model.stages[0][0]
+    h = torch.randn(1, 16, 24, 4 * SMALL["dims"][0])  # one image, more values than pwconv2's weight: folded
+    assert fold_scale_into_weight(h, block.pwconv2.weight)
+    with torch.no_grad():
+        _, rounded_once, bias = apply_grn(block, h.clone(), inplace=True, weight_dtype=torch.bfloat16)
+        _, folded, same_bias = apply_grn(block, h.clone(), inplace=True)
+    assert rounded_once.dtype == torch.bfloat16 and torch.equal(rounded_once, folded.to(torch.bfloat16))
+    assert torch.equal(bias, same_bias)

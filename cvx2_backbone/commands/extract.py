@@ -1,5 +1,7 @@
 """`cvx2 extract IMAGES_OR_FOLDERS -o OUT`: one feature file (and optionally one picture) per image.
 
+Decoding and preprocessing (``--workers`` threads, a few batches ahead), the engine (``--runtime``, see
+cvx2_backbone/engines.py) and writing (one thread) overlap, so the engine waits for neither JPEG decoding nor the disk.
 Every file is written to a temporary name and renamed, so an interrupt never leaves a half file;
 temporary files of a run that was killed (SIGKILL, power loss) are removed when the next run starts.
 Outputs that exist are kept (rerun the same command to resume) unless ``--overwrite``; the output
@@ -13,10 +15,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..files import remove_stale_temporaries, write_atomic
+from ..pipeline import BackgroundWriter, prefetched
 from .model_options import add_model_arguments, build_extractor
 
 HELP = "extract multi-scale feature maps of images into .safetensors/.npz files (and PCA pictures with --viz)"
@@ -34,12 +38,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     parser.add_argument("--format", choices=("safetensors", "npz"), default="safetensors", help="feature file format")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                        help="precision of the stored maps (the network runs in float32)")
+                        help="precision of the stored maps (the network's: --precision)")
     parser.add_argument("--viz", action="store_true",
                         help="also write <name>.pyramid.png: the image and every level in PCA colour")
     parser.add_argument("--viz-tile", type=int, default=256, help="long side of each tile of the --viz picture")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist (default: skip them)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``, ``--precision`` and ``--threads``: which engine computes the features, in what, on how many
+    threads (see cvx2_backbone/engines.py; the choices are its RUNTIMES and PRECISIONS, not imported: no torch
+    for ``--help``)."""
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default=None,
+                        help="engine: auto (the fastest whose features match PyTorch's, measured once and cached; the "
+                             "default where the deploy extra is installed), torch, onnxruntime or openvino")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="precision the network computes in (bf16: fast only on CPUs with native bf16)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the engine, whichever runs (default: torch's thread count)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="threads that decode and preprocess the next images while the engine runs")
 
 
 # --- feature files -----------------------------------------------------------------------------
@@ -141,6 +161,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.viz_tile < 16:
         raise ValueError(f"--viz-tile must be at least 16 pixels, got {args.viz_tile}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
 
 
 class _Job:
@@ -169,16 +193,33 @@ class _Job:
                 self.progress.update(1)
         return kept, pictures
 
-    def write(self, items: list[tuple[Path, Path]], pictures: list) -> None:
-        """Extract one batch of same-size images and write each one's files."""
+    def load(self, items: list[tuple[Path, Path]]) -> list[tuple[list, list, Any]]:
+        """Decode and preprocess some images (on a prefetch thread): per same-size group, its items, pictures and
+        network input."""
+        kept, pictures = self.read(items)
+        groups = []
+        for group in _same_size_groups(pictures):
+            chosen = [pictures[i] for i in group]
+            groups.append(([kept[i] for i in group], chosen, self.extractor.preprocess(chosen)))
+        return groups
+
+    def infer(self, group: tuple[list, list, Any]) -> tuple:
+        """Run the engine on one loaded group (on the main thread)."""
+        items, pictures, batch = group
+        maps, engine = self.extractor.infer(batch.pixel_values)
+        return items, pictures, batch, maps, engine
+
+    def save(self, inferred: tuple) -> None:
+        """Write each image's files of one inferred group (on the writer thread)."""
         from ..visualize import pyramid_image
 
-        batch = self.extractor.preprocess(pictures)
-        for index, features in enumerate(self.extractor.extract_each(batch)):
+        items, pictures, batch, maps, engine = inferred
+        for index, features in enumerate(self.extractor.crop_each(maps, batch)):
             source, stem = items[index]
             targets = _targets(self.output, stem, self.args)
             stored = {k: v.to("cpu", self.dtype) for k, v in features.items()}
-            write_atomic(targets[0], encode_features(stored, self.metadata(source, batch, index), self.args.format))
+            metadata = self.metadata(source, batch, index, engine)
+            write_atomic(targets[0], encode_features(stored, metadata, self.args.format))
             if self.args.viz:
                 picture = pyramid_image(pictures[index], features, self.extractor.out_strides, tile=self.args.viz_tile)
                 buffer = io.BytesIO()
@@ -187,7 +228,7 @@ class _Job:
             self.written += 1
             self.progress.update(1)
 
-    def metadata(self, source: Path, batch, index: int) -> dict[str, Any]:
+    def metadata(self, source: Path, batch, index: int, engine) -> dict[str, Any]:
         from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
         extractor, args = self.extractor, self.args
@@ -198,6 +239,7 @@ class _Job:
             "original_size": list(batch.original_sizes[index]),
             "padded_size": list(batch.pixel_values.shape[-2:]), "shortest_edge": args.shortest_edge,
             "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD),
+            "engine": engine.label, "precision": engine.precision_used,
         }
 
     def report_skipped(self) -> None:
@@ -220,7 +262,11 @@ def run(args: argparse.Namespace) -> int:
         if not images:
             raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {args.inputs}"
                              + (f" outside the output folder {output}" if output.is_dir() else ""))
-        extractor = build_extractor(args, shortest_edge=args.shortest_edge)
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        extractor = build_extractor(args, shortest_edge=args.shortest_edge, runtime=args.runtime,
+                                    precision=args.precision, threads=args.threads)
     extractor.to(device)
     stale = remove_stale_temporaries(output)
     if stale:
@@ -234,11 +280,16 @@ def run(args: argparse.Namespace) -> int:
 
     progress = tqdm(total=len(todo), unit="img", desc="extract")
     job = _Job(args, extractor, output, progress)
-    try:
-        for start in range(0, len(todo), args.batch_size):
-            items, pictures = job.read(todo[start:start + args.batch_size])
-            for group in _same_size_groups(pictures):
-                job.write([items[i] for i in group], [pictures[i] for i in group])
+    chunks = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
+    try:  # decoding ahead on --workers threads, the engine here, writing on a thread: the three overlap
+        writer = BackgroundWriter(job.save)
+        try:
+            with closing(prefetched(job.load, chunks, args.workers, ahead=2 * args.workers)) as loaded:
+                for groups in loaded:
+                    for group in groups:
+                        writer.put(job.infer(group))
+        finally:
+            writer.finish()  # what was computed is written (or the writer's error raised) before any report
     except KeyboardInterrupt as stop:  # SIGINT or SIGTERM (usage.Interrupted): every written file is whole
         progress.close()
         name = stop.args[0] if stop.args else "SIGINT"

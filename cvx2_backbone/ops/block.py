@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import linear
+from .casts import cast_once
 from .dispatch import BLAS_INFERENCE, FOLDED_AUTOGRAD, ONEDNN_INFERENCE, inference_dtype, select_block_kernel
 from .grn import response_scale
 
@@ -53,15 +54,19 @@ def fold_layer_scale_into_weight(h: Tensor, weight: Tensor) -> bool:
     return h.numel() // h.shape[-1] > weight.shape[1]
 
 
-def apply_grn(block: nn.Module, h: Tensor, inplace: bool) -> tuple[Tensor, Tensor, Tensor]:
+def apply_grn(block: nn.Module, h: Tensor, inplace: bool,
+              weight_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """GRN folded into pwconv2 as far as that touches less memory: (h', weight, bias) with
-    pwconv2(GRN(h)) = h' @ weight^T + bias (weight and bias in the parameters' dtype)."""
+    pwconv2(GRN(h)) = h' @ weight^T + bias (in the parameters' dtype; a folded weight is rounded once to
+    ``weight_dtype`` where one is given: the product in fp32 written straight into it, the same values as
+    ``(weight * s).to(weight_dtype)`` in one pass over the weight instead of two)."""
     weight, bias = block.pwconv2.weight, block.pwconv2.bias
     if block.grn is None:
         return h, weight, bias
     scale = response_scale(block.grn, h)
     if fold_scale_into_weight(h, weight):
-        return h, weight * scale[0], torch.addmv(bias, weight, block.grn.beta)
+        out = None if weight_dtype is None else torch.empty(weight.shape, dtype=weight_dtype, device=weight.device)
+        return h, torch.mul(weight, scale[0], out=out), torch.addmv(bias, weight, block.grn.beta)
     # Autograd: in the dtype the plain GRN's parameters promote h to (fp32 under autocast), so that the
     # gradients of s and beta sum in it; in place (inference): in h's dtype.
     dtype = h.dtype if inplace else torch.promote_types(h.dtype, block.grn.beta.dtype)
@@ -109,12 +114,12 @@ def fused_inference(block: nn.Module, x: Tensor, linears: Linears) -> Tensor:
     dtype = inference_dtype(block, x)
     shortcut = x.permute(0, 2, 3, 1)
     y = block.norm(block.dwconv(x).permute(0, 2, 3, 1)).to(dtype)
-    h = linears.linear_act(y, block.pwconv1.weight.to(dtype), block.pwconv1.bias.to(dtype), block.act)
-    h, weight, bias = apply_grn(block, h, inplace=True)
+    h = linears.linear_act(y, cast_once(block.pwconv1.weight, dtype), cast_once(block.pwconv1.bias, dtype), block.act)
+    h, weight, bias = apply_grn(block, h, inplace=True, weight_dtype=dtype if block.gamma is None else None)
     scale_output = block.gamma is not None and not fold_layer_scale_into_weight(h, weight)
     if block.gamma is not None and not scale_output:
         weight, bias = weight * block.gamma[:, None], bias * block.gamma
-    weight, bias = weight.to(dtype), bias.to(dtype)
+    weight, bias = cast_once(weight, dtype), cast_once(bias, dtype)  # the parameters themselves where nothing folded
     if scale_output:
         out = torch.addcmul(shortcut, linears.linear(h, weight, bias), block.gamma)
     elif shortcut.dtype == dtype == branch_dtype(block, dtype):
