@@ -2,7 +2,8 @@
 
 SRC is anything ``init_cfg=dict(type='Pretrained', checkpoint=SRC)`` accepts (file, folder, URL,
 ``hf://<repo id>``, ``timm/<model>.<tag>``); DST ending in ``.safetensors`` is written as such
-(recommended), any other name as a torch file that loads with ``weights_only=True``.
+(recommended), ``.pth``/``.pt``/``.bin``/``.ckpt`` as a torch file that loads with ``weights_only=True``;
+other suffixes (``.onnx``: use ``cvx2 export``) are refused.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ HELP = ("convert a ConvNeXt V2/V1 checkpoint (official, FCMAE, timm, Hugging Fac
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="checkpoint: file, folder, http(s) URL, hf://<repo id> or timm/<model>.<tag>")
-    parser.add_argument("dst", help="output file: NAME.safetensors (recommended) or NAME.pth")
+    parser.add_argument("dst", help="output file: NAME.safetensors (recommended) or NAME.pth (.pt, .bin, .ckpt)")
     parser.add_argument("--prefix", default=None,
                         help="take the weights under this key prefix (e.g. backbone.); default: detected")
     parser.add_argument("--backbone-only", action="store_true",
@@ -26,11 +27,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
 
 
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _check_destination(dst: Path) -> None:
+    """Refuse a file name whose suffix promises another format than the one written; clear stale staging files."""
+    from ..files import remove_stale_temporaries
+    from ..usage import UsageError
+
+    if dst.suffix not in (".safetensors", *TORCH_SUFFIXES):
+        export = " (an ONNX file is what `cvx2 export` writes)" if dst.suffix == ".onnx" else ""
+        raise UsageError(f"cvx2 convert writes .safetensors or a torch file ({', '.join(TORCH_SUFFIXES)}), not "
+                         f"{dst.suffix or 'a name without suffix'}{export}; e.g. {dst.with_suffix('.safetensors')}")
+    remove_stale_temporaries(dst.parent, recursive=False, suffixes=(".safetensors", *TORCH_SUFFIXES))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..usage import UsageError, user_input
     from ..weights import read_checkpoint, save_checkpoint
 
     dst = Path(args.dst)
+    _check_destination(dst)
     if dst.exists() and not args.force:
         raise UsageError(f"{dst} exists; pass --force to overwrite it")
     with user_input():
