@@ -80,8 +80,9 @@ def _report_usage_error(line: str) -> None:
     ranks (a rank's own print could be cut by the agent stopping it); elsewhere printed by rank 0 only."""
     reply_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if reply_file:
-        with open(reply_file, "w") as handle:
-            json.dump({"message": line, "timestamp": int(time.time())}, handle)
+        with open(reply_file, "w") as handle:  # the layout of torch's own ErrorHandler.record_exception
+            json.dump({"message": {"message": line, "extraInfo": {"py_callstack": "",
+                                                                  "timestamp": str(int(time.time()))}}}, handle)
     elif not _other_rank():
         print_error(line)
 
