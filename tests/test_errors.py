@@ -386,3 +386,22 @@ def test_five_dimensional_input_is_told_to_fold_its_dimensions():
 
     with pytest.raises(ValueError, match=r"fold the extra leading dimensions into the batch, e.g. x.flatten\(0, -4\)"):
         ConvNeXtV2(arch="atto")(torch.randn(2, 1, 3, 32, 32))
+
+
+def test_classify_says_when_the_head_looks_untrained_and_extract_when_an_image_is_tiny(files, tmp_path, capsys):
+    from PIL import Image
+
+    from cvx2_backbone import ConvNeXtV2
+
+    state = ConvNeXtV2(arch="atto").state_dict()
+    state.update({"norm.weight": torch.ones(320), "norm.bias": torch.zeros(320),
+                  "head.weight": torch.zeros(1000, 320), "head.bias": torch.zeros(1000)})  # every class 0.1%
+    torch.save(state, tmp_path / "untrained.pth")
+    assert cvx2_main(["classify", str(files / "image.png"), "--weights", str(tmp_path / "untrained.pth"),
+                      "--device", "cpu"]) == 0
+    assert "the top class has 0.10%, close to 1/1000: the head looks untrained" in capsys.readouterr().out
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(tmp_path / "dot.png")
+    assert cvx2_main(["extract", str(tmp_path / "dot.png"), "-o", str(tmp_path / "feats"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "dot.png is 1x1, smaller than the stride 32: its maps mostly describe the padding" in captured.out + \
+        captured.err
