@@ -1,19 +1,49 @@
 """ConvNeXt V2 / V1 backbones for mmdet and mmsegmentation.
 
-Importing the package registers the backbones (``cvx2_backbone.ConvNeXtV2``,
-``cvx2_backbone.ConvNeXt``) and the layer-wise lr decay optimizer constructor with mmengine;
-it needs torch, mmengine and timm only. ``cvx2_backbone.FCMAE`` (masked-autoencoder pre-training) and
-its image-folder dataset register too. Where mmdeploy is (or later gets) imported too, this package's rewriters
-register with it (``cvx2_backbone.deploy.attach_to_mmdeploy``), so mmdeploy's own tools export these models exactly.
+Importing the package is cheap (no torch): the public names below load on first use, and mmengine
+finds every registered type by its ``cvx2_backbone.`` prefix through the registries' ``locations``
+(:mod:`cvx2_backbone.registry`), so ``custom_imports=dict(imports=['cvx2_backbone'])`` with
+``type='cvx2_backbone.ConvNeXtV2'`` works as before. The layer-decay constructor, named without a
+prefix, is registered in mmengine's root at import by :mod:`cvx2_backbone.root_registration`.
+The command line (``cvx2 --help``) therefore answers without importing torch. Where mmdeploy is (or later gets)
+imported too, this package's rewriters register with it (:mod:`cvx2_backbone.mmdeploy_hook`), so mmdeploy's own
+tools export these models exactly.
 """
-from .convnext import V1_ARCHS, V2_ARCHS, ConvNeXt, ConvNeXtV2
-from . import lr_decay  # noqa: F401  (registers the optimizer constructor)
-from .fcmae import FCMAE
-from .extractor import FeatureExtractor
-from .registry import MODELS
-from .version import __version__
-from .deploy import attach_to_mmdeploy
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from .mmdeploy_hook import attach_to_mmdeploy
+from .root_registration import register_root_constructor
+from .version import __version__
+
+_PUBLIC = {
+    "ConvNeXt": "convnext", "ConvNeXtV2": "convnext", "V1_ARCHS": "convnext", "V2_ARCHS": "convnext",
+    "FCMAE": "fcmae", "FeatureExtractor": "extractor", "MODELS": "registry",
+}
+__all__ = ["FCMAE", "ConvNeXt", "ConvNeXtV2", "FeatureExtractor", "MODELS", "V1_ARCHS", "V2_ARCHS", "__version__"]
+
+register_root_constructor()
 attach_to_mmdeploy()
 
-__all__ = ["FCMAE", "ConvNeXt", "ConvNeXtV2", "FeatureExtractor", "MODELS", "V1_ARCHS", "V2_ARCHS", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    """Public names and submodules, imported when first asked for (PEP 562)."""
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    elif not name.startswith("__"):
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

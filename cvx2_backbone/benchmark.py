@@ -1,7 +1,7 @@
 """Side-by-side speed and memory of this backbone, timm's, Hugging Face's, ONNX Runtime's and OpenVINO's ConvNeXt V2.
 
 All get the same random weights (converted by :mod:`cvx2_backbone.weights`, or exported to ONNX
-by :func:`cvx2_backbone.runtimes.export_onnx`), must agree on their outputs, and are then timed
+by :func:`cvx2_backbone.deploy.backbone_export.export_onnx`), must agree on their outputs, and are then timed
 interleaved in one process: every repeat runs each implementation in each case of one input size
 once, so load changes on a shared machine hit all of them alike; the median counts. Used by
 ``cvx2 bench`` and ``tools/benchmark.py``; see docs/performance.md.
@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from .convnext import V2_ARCHS, ConvNeXtV2
-from .runtimes import RUNTIMES, Runtime, export_onnx
+from .deploy.backbone_export import export_onnx
+from .runtimes import RUNTIMES, Runtime
 
 IMPLS = ("cvx2", "extract", "timm", "hf", "reference", "ort", "openvino")
 DEFAULT_IMPLS = ("cvx2", "extract", "timm", "hf", "ort", "openvino")

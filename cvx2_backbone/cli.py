@@ -1,10 +1,11 @@
 """The ``cvx2`` command line: one subcommand per module in ``cvx2_backbone.commands``.
 
 Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``
-and imports its heavy dependencies (mmdet, mmseg, transformers) inside ``run``, so ``cvx2 --help``
-stays fast. Commands raise ``cvx2_backbone.usage.UsageError`` for user mistakes; ``main`` runs them
-in the package's error style (exit 2 with one message, tracebacks only for internal errors or
-with ``--debug``: see ``cvx2_backbone.usage``).
+and imports its heavy dependencies (torch, mmdet, mmseg, transformers) inside ``run``; only the chosen
+subcommand's arguments are added, so ``cvx2 --help`` and ``cvx2 SUB --help`` answer without importing torch.
+Commands raise ``cvx2_backbone.usage.UsageError`` for user mistakes; ``main`` runs them in the package's
+error style (exit 2 with one message, tracebacks only for internal errors or with ``--debug``: see
+``cvx2_backbone.usage``).
 """
 from __future__ import annotations
 
@@ -22,15 +23,17 @@ def _module(name: str):
     return importlib.import_module(f"cvx2_backbone.commands.{name.replace('-', '_')}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The ``cvx2`` parser; only ``commands`` get their arguments (the others are listed with their help line)."""
     parser = argparse.ArgumentParser(prog="cvx2", description="ConvNeXt V2 / V1 backbone tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = _module(name)
         command = sub.add_parser(name, help=module.HELP, description=module.HELP,
                                  formatter_class=HelpFormatter)
-        module.add_arguments(command)
-        add_debug_argument(command)
+        if name in commands:
+            module.add_arguments(command)
+            add_debug_argument(command)
         command.set_defaults(_run=module.run)
     return parser
 
@@ -46,7 +49,9 @@ def command_main(name: str, prog: str, argv: Sequence[str] | None = None) -> int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)  # cvx2 takes no options of its own
+    args = build_parser(commands=[chosen] if chosen else []).parse_args(argv)
     return run_command(lambda: args._run(args), prog=f"cvx2 {args.command}", debug=args.debug)
 
 

@@ -160,8 +160,12 @@ def _parse_arch(arch: str | Mapping[str, Any], presets: Mapping[str, tuple], kin
     if isinstance(arch, str):
         key = arch.lower()
         if key not in presets:
-            raise ValueError(f"unknown {kind} arch {arch!r}; choose one of {sorted(presets, key=list(presets).index)} "
-                             "or pass dict(depths=[...], dims=[...])")
+            size = key.split("_")[-1].split("-")[-1]
+            cli_name = (f" ({arch!r} is a preset name of the cvx2 command line and FeatureExtractor; in a config it "
+                        f"is type='cvx2_backbone.{'ConvNeXtV2' if 'v2' in key else 'ConvNeXt'}', arch={size!r})"
+                        if key.startswith("convnext") and size in presets else "")
+            raise ValueError(f"unknown {kind} arch {arch!r}{cli_name}; choose one of "
+                             f"{sorted(presets, key=list(presets).index)} or pass dict(depths=[...], dims=[...])")
         depths, dims = presets[key]
         return list(depths), list(dims)
     if not isinstance(arch, Mapping):
@@ -394,8 +398,11 @@ class ConvNeXt(BaseModule):
         if not isinstance(x, Tensor):
             raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
+            fix = ("add a batch dimension with x[None] for a single image" if x.dim() == 3 else
+                   "fold the extra leading dimensions into the batch, e.g. x.flatten(0, -4)" if x.dim() > 4 else
+                   "give images as (N, C, H, W)")
             raise ValueError(f"{type(self).__name__} expects a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}; "
-                             "add a batch dimension with x[None] for a single image")
+                             f"{fix}")
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects normalised floating-point pixels, got a {x.dtype} tensor; "
                             "convert raw images with (x.float() / 255 - mean) / std, or let FeatureExtractor do it")
@@ -450,16 +457,6 @@ class ConvNeXt(BaseModule):
         See :func:`cvx2_backbone.layer_ids.convnext_layer_id` for the rule.
         """
         return backbone_layer_depth(self, param_name, prefix)
-
-    # --- masked forward (FCMAE), implemented in cvx2_backbone.fcmae ---------------------------
-    def forward_masked(self, x: Tensor, mask: Tensor, grn_stats: str = "image",
-                       impl: str = "gather") -> tuple[Tensor, ...]:
-        """Every stage's output with the patches of ``mask`` ((N, H/32, W/32), True = hidden) removed.
-
-        The official sparse FCMAE encoder's semantics on dense tensors; see :mod:`cvx2_backbone.fcmae.encoder`.
-        """
-        from .fcmae.encoder import masked_forward
-        return masked_forward(self, x, mask, grn_stats, impl)
 
 
 @MODELS.register_module()

@@ -260,10 +260,11 @@ def _run(output: Path, settings: DemoSettings, echo: Callable[[str], None]) -> D
 
     from .datasets import make_coco_shapes
 
-    from .files import atomic_path, write_atomic
+    from .files import atomic_path, remove_stale_temporaries, write_atomic
 
     start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)  # of an earlier demo killed while writing into this folder
     write_atomic(output / MARKER, json.dumps({"settings": asdict(settings)}).encode())
     echo(f"1/4 synthetic COCO data: {settings.num_train} train + {settings.num_val} val images of "
          f"{settings.image_size}px -> {output / 'data'}")

@@ -65,15 +65,35 @@ class ImageReadError(ValueError):
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, honouring its EXIF orientation (as ``transformers.image_utils.load_image``)."""
+    """Open an image file as RGB, honouring its EXIF orientation (as ``transformers.image_utils.load_image``);
+    16-bit and float pictures are scaled to 8 bits (:func:`to_rgb8`)."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image file not found: {path}")
     try:
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return to_rgb8(ImageOps.exif_transpose(image))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
+
+
+# Pillow's modes with more than 8 bits per sample, and their full-scale value: ``convert("RGB")`` clips them at 255.
+_HIGH_BIT_DEPTH = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """An RGB 8-bit copy of ``image``: 16-bit samples (modes ``I;16*``, and ``I`` holding 0..65535) are scaled by
+    255 / 65535, float samples (``F``) in [0, 1] by 255, like an 8-bit export of the same picture; other values
+    are an error rather than a clipped picture."""
+    full_scale = _HIGH_BIT_DEPTH.get(image.mode)
+    if full_scale is None:
+        return image.convert("RGB")
+    values = np.asarray(image, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0 or high > full_scale:
+        raise ValueError(f"{image.mode} samples span {low:g}..{high:g}, outside 0..{full_scale:g}; save the picture "
+                         "with 8 or 16 bits per sample (or as floats in [0, 1])")
+    return Image.fromarray(np.rint(values * (255 / full_scale)).astype(np.uint8)).convert("RGB")
 
 
 def _array_to_tensor(array: np.ndarray) -> Tensor:
@@ -115,7 +135,7 @@ def to_rgb_tensor(image: ImageLike) -> Tensor:
     if isinstance(image, (str, Path)):
         image = read_image(image)
     if isinstance(image, Image.Image):
-        return _array_to_tensor(np.asarray(image.convert("RGB")))
+        return _array_to_tensor(np.asarray(to_rgb8(image)))
     if isinstance(image, np.ndarray):
         return _array_to_tensor(image)
     if isinstance(image, Tensor):

@@ -3,9 +3,11 @@
 Everything the package registers lives in child registries with scope ``cvx2_backbone`` under
 mmengine's roots, so configs name it ``cvx2_backbone.<Name>`` (``type='cvx2_backbone.ConvNeXtV2'``,
 ``type='cvx2_backbone.CPUAutocastOptimWrapper'``, ``type='cvx2_backbone.ImageFolder'``) from mmdet's
-and mmseg's scopes alike, without importing either of them here. The one exception is the
-layer-decay optimizer constructor, which the public contract names without a prefix: it is also
-registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS`` (see :mod:`cvx2_backbone.lr_decay`).
+and mmseg's scopes alike, without importing either of them here. Each registry names the modules that
+fill it (``locations``): mmengine imports them on the first lookup, so importing the package stays cheap.
+The one exception is the layer-decay optimizer constructor, which the public contract names without a
+prefix: it is also registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS``
+(see :mod:`cvx2_backbone.root_registration`).
 
 ``WEIGHT_INITIALIZERS`` holds this package's ``Pretrained`` loader; the backbone looks it up here
 (and mmengine imports :mod:`cvx2_backbone.weights.initializer` on first use), so the model module
@@ -21,9 +23,10 @@ from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZER
 from mmengine.registry import Registry
 
 SCOPE = "cvx2_backbone"
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE)
-DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE)
-TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE)
+MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE,
+                  locations=["cvx2_backbone.convnext", "cvx2_backbone.fcmae.model"])
+DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=["cvx2_backbone.fcmae.data"])
+TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=["cvx2_backbone.fcmae.data"])
 MODEL_WRAPPERS = Registry("model_wrapper", parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE,
                           locations=["cvx2_backbone.engine.distributed"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope=SCOPE,

@@ -1,8 +1,9 @@
 """ONNX Runtime and OpenVINO running this backbone's own ONNX export, for side-by-side benchmarks.
 
-Both load the file :func:`export_onnx` (``cvx2 export``'s code) writes from the benchmarked model (same weights) and
-return the stage outputs as tensors, so the benchmark treats them like the torch models. Needs
-the ``deploy`` extra (onnx, onnxruntime, openvino).
+Both load the file :func:`cvx2_backbone.deploy.backbone_export.export_onnx` (``cvx2 export``'s code) writes from
+the benchmarked model (same weights) and return the stage outputs as tensors, so the benchmark treats them like the
+torch models. Needs the ``deploy`` extra (onnx, onnxruntime, openvino). The export imports this module (to verify
+its files), never the other way round.
 """
 from __future__ import annotations
 
@@ -11,13 +12,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-from .deploy.backbone_export import INPUT_NAME, export_backbone
-
-
-def export_onnx(model: nn.Module, path: str | Path) -> Path:
-    """The benchmark's export: :func:`cvx2_backbone.deploy.export_backbone` with the (faster) TorchScript exporter."""
-    return export_backbone(model, path, exporter="torchscript").onnx
 
 
 class Runtime(nn.Module):
@@ -54,7 +48,7 @@ class OrtBackbone(Runtime):
         self.version = ort.__version__
 
     def run(self, x: Tensor, precision: str = "fp32") -> tuple[Tensor, ...]:
-        outputs = self.session.run(None, {INPUT_NAME: x.detach().cpu().numpy()})
+        outputs = self.session.run(None, {self.session.get_inputs()[0].name: x.detach().cpu().numpy()})
         return tuple(torch.from_numpy(o) for o in outputs)
 
 

@@ -12,7 +12,7 @@ How a command uses it (``cvx2 export`` and every new command or tool should do t
 2. ``return run_command(lambda: command(args), prog="cvx2 export", debug=args.debug)`` as its main;
 3. raise :class:`UsageError` (problem and fix in the message) for anything the user can correct.
    Errors this package already raises about user input count as user errors everywhere: see
-   :data:`USER_ERRORS` (``CheckpointError`` and its subclasses, ``HubUnavailableError``,
+   :func:`user_errors` (``CheckpointError`` and its subclasses, ``HubUnavailableError``,
    ``FileNotFoundError`` and every other ``OSError``);
 4. wrap the code that validates user input in ``with user_input(): ...``: a ``ValueError`` or
    ``TypeError`` raised inside becomes a :class:`UsageError`; outside such a block it stays an
@@ -31,8 +31,6 @@ import sys
 import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator
-
-from .weights.errors import CheckpointError, HubUnavailableError
 
 DEBUG_ENV = "CVX2_DEBUG"
 EXIT_USAGE = 2
@@ -59,10 +57,14 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-# User errors wherever they come from: this package raises them with a message that names the fix, and an
-# OSError (missing file, no permission, disk full, no network) is about the user's files or machine, not a bug.
-USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, CheckpointError, HubUnavailableError, FileNotFoundError,
-                                                OSError)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """User errors wherever they come from: this package's checkpoint errors name the fix, and an OSError (missing
+    file, no permission, disk full, no network) is about the user's files or machine, not a bug."""
+    # Read from sys.modules: a command that never touched weights cannot have raised their errors, and importing
+    # the weights package here would import torch into every command line, `--help` included.
+    errors = sys.modules.get("cvx2_backbone.weights.errors")
+    weight_errors = (errors.CheckpointError, errors.HubUnavailableError) if errors else ()
+    return (UsageError, *weight_errors, OSError)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -87,7 +89,7 @@ def user_input(*also: type[Exception]) -> Iterator[None]:
     unknown registry type) are the user's mistake: they become ``UsageError``."""
     try:
         yield
-    except USER_ERRORS:
+    except user_errors():
         raise
     except (ValueError, TypeError, *also) as err:
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
@@ -150,15 +152,23 @@ def error_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def run_command(command: Callable[[], int | None], prog: str, debug: bool = False) -> int:
-    """Run ``command()`` in the package's error style (see the module docstring); return the exit status."""
+def print_error(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def run_command(command: Callable[[], int | None], prog: str, debug: bool = False,
+                report: Callable[[str], None] = print_error) -> int:
+    """Run ``command()`` in the package's error style (see the module docstring); return the exit status.
+
+    ``report`` receives a user error's line (default: printed on stderr; a distributed worker hands it to its
+    launcher, which prints one for all ranks)."""
     try:
         with interrupts_raise():
             return int(command() or 0)
-    except USER_ERRORS as err:
+    except user_errors() as err:
         if _debug_requested(debug):
             traceback.print_exc()
-        print(f"{prog}: error: {error_message(err)}", file=sys.stderr)
+        report(f"{prog}: error: {error_message(err)}")
         return EXIT_USAGE
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)

@@ -1,7 +1,8 @@
 """The error style of every command line (cvx2_backbone.usage): user mistakes print one message naming the problem
 and the fix and exit 2 without a traceback; --debug adds it; internal errors keep it and exit 1.
 
-The table holds the mistakes a new user made on main at e291c1a (issue 11), run through the real entry points.
+The table holds the mistakes a new user made on main at e291c1a (issue 11) and f4da057 (issue 19), run through the
+real entry points; the tools' cases also check that a refused run leaves no <work_dir>/<timestamp>/ folder.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def files(tmp_path_factory):
     torch.save({"model": ConvNeXtV2(arch="atto").state_dict(), "x": _Calls(os.system, (f"touch {root}/pwned",))},
                root / "os_system.pth")
     Image.new("RGB", (64, 64), (120, 30, 200)).save(root / "image.png")
+    (root / "afile.txt").write_text("not a folder")
+    (root / "existing.onnx").write_bytes(b"an earlier export")
     return root
 
 
@@ -103,6 +106,43 @@ CASES = [
      r"--device cuda: CUDA is not available"),
     ("cvx2", ["extract", "{root}/image.png", "-o", "{root}/feats", "--weights", "{root}/detector.pth", "--fpn", "128"],
      r"the FPN in .*detector.pth has 64 channels but 128 were asked for .*--fpn 64"),
+    # 4. issue 19: config mistakes through the tools are usage errors, and leave no timestamped folder
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.backbone.arch=atom"],
+     r"the config does not build: .*unknown ConvNeXtV2 arch 'atom'; choose one of \['atto'.*--cfg-options"),
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.backbone.out_indices=5"],
+     r"the config does not build: .*out_indices.*5"),
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.backbone.out_indice=0,1"],
+     r"the config does not build: .*unexpected keyword argument 'out_indice'"),
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "train_cfg.max_iter=5"],
+     r"the config does not build: .*IterBasedTrainLoop.*unexpected keyword argument 'max_iter'"),
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.backbone.arch=convnextv2_tiny"],
+     r"'convnextv2_tiny' is a preset name of the cvx2 command line .* in a config it is "
+     r"type='cvx2_backbone.ConvNeXtV2', arch='tiny'"),
+    ("tools/test.py", ["{root}/config.py", "{root}/detector.pth", "--cfg-options", "model.backbone.arch=atom"],
+     r"the config does not build: .*unknown ConvNeXtV2 arch 'atom'"),
+    # 5. issue 19: misleading messages now name the real problem and the command's own fix
+    ("cvx2", ["export", "-o", "{root}/existing.onnx"], r"existing.onnx exists; pass --force to replace"),
+    ("cvx2", ["export", "-o", "/proc/cvx2-test/x.onnx"],
+     r"cannot write /proc/cvx2-test/x.onnx: /proc does not accept new files \(.*\); choose a file path"),
+    ("cvx2", ["extract", "{root}/image.png", "-o", "{root}/afile.txt"],
+     r"-o .*afile.txt is a file; -o takes a folder"),
+    ("cvx2", ["extract", "{root}/image.png", "-o", "/proc/cvx2-test-features"],
+     r"cannot write into -o /proc/cvx2-test-features: /proc does not accept new files"),
+    ("cvx2", ["convert", "{root}/atto_backbone.pth", "{root}/converted.onnx"],
+     r"cvx2 convert writes .safetensors or a torch file \(.pth, .pt, .bin, .ckpt\), not .onnx \(an ONNX file is "
+     r"what `cvx2 export` writes\)"),
+    ("cvx2", ["fcmae-show", "{root}/image.png", "--checkpoint", "{root}/resnet18.pth", "-o", "{root}/show"],
+     r"resnet18.pth is not an FCMAE checkpoint \(no mask token or decoder; its first keys: bn1.bias"),
+    ("cvx2", ["extract", "{root}/image.png", "-o", "{root}/feats", "--model", "convnext_atto", "--weights",
+              "{root}/atto_backbone.pth"],
+     r"--weights .*atto_backbone.pth do not fit --model convnext_atto: they are ConvNeXt V2 atto weights; leave "
+     r"--model out \(it is read from the weights\) or pass --model convnextv2_atto"),
+    ("cvx2", ["classify", "{root}/image.png", "--weights", "{root}/atto_backbone.pth", "--top-k", "0"],
+     r"--top-k 0: give at least 1"),
+    ("cvx2", ["classify", "{root}/image.png", "--weights", "{root}/atto_backbone.pth", "--crop-pct", "1.5"],
+     r"--crop-pct 1.5 is not a fraction in \(0, 1\]"),
+    ("cvx2", ["info", "convnextv2_atto", "--num-classes", "-1"], r"--num-classes -1: give 0 \(no head\) or more"),
+    ("cvx2", ["demo", "--iters", "0"], r"--iters 0: give 1 or more"),
 ]
 
 
@@ -110,7 +150,15 @@ CASES = [
                          ids=[" ".join([entry, *(Path(a).name for a in argv[:3])]) for entry, argv, _ in CASES])
 def test_user_mistakes_exit_2_with_one_message_and_no_traceback(files, capsys, monkeypatch, entry, argv, message):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
-    code, output = run_entry(entry, [a.format(root=files) for a in argv], capsys)
+    argv = [a.format(root=files) for a in argv]
+    work_dir = files / f"work_{abs(hash(tuple(argv)))}"
+    if entry.startswith("tools/"):
+        # A config of its own per case: mmengine keeps one logger and visualizer per config name and second, and
+        # reuses them (with the removed folder of the previous refused run) when the next case starts that second.
+        config = files / f"config_{work_dir.name}.py"
+        config.write_text((files / "config.py").read_text())
+        argv = [str(config) if a == str(files / "config.py") else a for a in argv] + ["--work-dir", str(work_dir)]
+    code, output = run_entry(entry, argv, capsys)
     assert code == 2, output[-3000:]
     assert re.search(message, output, re.DOTALL), output[-3000:]
     assert "Traceback" not in output
@@ -118,6 +166,8 @@ def test_user_mistakes_exit_2_with_one_message_and_no_traceback(files, capsys, m
     error_lines = [line for line in output.splitlines() if re.match(rf"^{prog}( [\w-]+)?: error: ", line)]
     assert len(error_lines) == 1, output[-3000:]
     assert not (files / "pwned").exists()  # the refused pickle never ran
+    assert not work_dir.exists(), sorted(work_dir.rglob("*"))  # no <work_dir>/<timestamp>/ of the refused run
+    assert not list(files.glob(".*.tmp*")) and not list(files.glob("*/.*.tmp*"))  # no staging files
 
 
 def test_debug_shows_the_traceback_and_internal_errors_keep_it(capsys, monkeypatch):
@@ -166,3 +216,192 @@ def test_help_texts_show_defaults_once_and_only_where_they_inform(capsys):
         cvx2_main(["extract", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "timm/model.tag (default: random init) --allow-partial" in text and "(default: float32)" in text
+
+
+# --- issue 19: a CLI that answers at once, right answers instead of silent wrong ones, no loss, no leftovers -----
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **env))
+
+
+LIGHT_HELP = ("extract", "classify", "info", "convert", "export", "lr-groups", "demo", "fcmae-show")  # not bench: its
+# options live in cvx2_backbone/benchmark.py with the code they configure (torch, timm at import)
+
+
+def test_help_answers_without_importing_torch_and_without_warnings():
+    """`cvx2 --help` and `cvx2 SUB --help`, checked from inside the process: torch is never imported."""
+    proc = _python(
+        "import sys\n"
+        "from cvx2_backbone.cli import main\n"
+        f"for argv in [['--help']] + [[name, '--help'] for name in {LIGHT_HELP!r}]:\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as stop:\n"
+        "        assert stop.code == 0, argv\n"
+        "    print('TORCH' if 'torch' in sys.modules else 'light', *argv, file=sys.stderr)\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert lines == [f"light {' '.join(argv)}" for argv in [["--help"]] + [[name, "--help"] for name in LIGHT_HELP]]
+    assert "usage: cvx2 extract" in proc.stdout and "--weights" in proc.stdout  # the subcommands' own arguments
+
+
+def test_the_package_registers_lazily_for_configs():
+    """`custom_imports=['cvx2_backbone']` then `type='cvx2_backbone.ConvNeXtV2'` and the unprefixed layer-decay
+    constructor, in a fresh process: the lazy package still builds both (through mmdet's registries)."""
+    proc = _python(
+        "import sys, cvx2_backbone\n"
+        "assert 'torch' not in sys.modules\n"
+        "from mmdet.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS\n"
+        "from mmengine.registry import DefaultScope\n"
+        "with DefaultScope.overwrite_default_scope('mmdet'):\n"
+        "    backbone = MODELS.build(dict(type='cvx2_backbone.ConvNeXtV2', arch='atto'))\n"
+        "    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(type='ConvNeXtLayerDecayOptimizerConstructor',\n"
+        "        optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4)),\n"
+        "        paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=6)))\n"
+        "    wrapper = constructor(backbone)\n"
+        "from cvx2_backbone.lr_decay import ConvNeXtLayerDecayOptimizerConstructor as C\n"
+        "assert type(constructor) is C\n"
+        "assert OPTIM_WRAPPER_CONSTRUCTORS.get('ConvNeXtLayerDecayOptimizerConstructor') is C\n"
+        "print('built', type(backbone).__name__, len(wrapper.optimizer.param_groups) > 1)\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "built ConvNeXtV2 True"
+
+
+def test_lr_groups_gives_no_deprecation_warnings(capsys):
+    """mmengine reloads pkg_resources for every `mmdet::` base config; main printed five warnings per call."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cvx2_main(["lr-groups", str(DET_CONFIG)]) == 0
+    assert "Layer-wise lr decay" in capsys.readouterr().out  # the table was printed
+    assert [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, UserWarning))
+            and "deprecated" in str(w.message)] == []
+
+
+@pytest.mark.heavy  # two torchrun workers importing the training stack: 15-40 s on 2 cores
+def test_dist_train_prints_one_message_and_exits_2(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHON=sys.executable,
+               PORT=str(29500 + os.getpid() % 1000))
+    proc = subprocess.run(["bash", "tools/dist_train.sh", str(tmp_path / "nope.py"), "2"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert output.count("tools/train.py: error: config file") == 1, output[-3000:]
+    assert "Traceback" not in output and "ChildFailedError" not in output
+
+
+def test_16_bit_images_read_as_their_8_bit_copy(tmp_path):
+    """A 16-bit gradient (I;16 PNG) gives exactly the pixels of its 8-bit copy, not a white picture."""
+    import numpy as np
+    from PIL import Image
+
+    from cvx2_backbone.extractor import read_image, to_rgb_tensor
+
+    gradient = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (64, 1))
+    Image.fromarray(gradient).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    Image.fromarray(np.rint(gradient / 257).astype(np.uint8)).save(tmp_path / "copy8.png")
+    deep, copy = np.asarray(read_image(tmp_path / "deep.png")), np.asarray(read_image(tmp_path / "copy8.png"))
+    assert deep.dtype == np.uint8 and deep.shape == (64, 256, 3)
+    np.testing.assert_array_equal(deep, copy)
+    assert (deep == 255).mean() < 0.01  # convert("RGB") made 99.6% of it white
+    assert torch.equal(to_rgb_tensor(Image.open(tmp_path / "deep.png")), to_rgb_tensor(tmp_path / "copy8.png"))
+    floats = Image.fromarray((gradient / 65535).astype(np.float32))
+    assert np.abs(np.asarray(read_image_from(floats, tmp_path), dtype=int) - copy.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match=r"samples span .* outside 0..1"):
+        to_rgb_tensor(Image.fromarray(np.full((4, 4), 7.0, np.float32)))
+
+
+def read_image_from(image, folder: Path):
+    from cvx2_backbone.extractor import read_image
+
+    image.save(folder / "float.tiff")
+    return read_image(folder / "float.tiff")
+
+
+def test_extract_never_reads_its_own_pictures_and_reads_a_repeated_file_once(files, tmp_path, capsys):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate([(200, 20, 20), (20, 200, 20), (20, 20, 200)]):
+        Image.new("RGB", (64, 48), colour).save(photos / f"p{i}.png")
+    assert cvx2_main(["extract", str(photos), "-o", str(photos / "feats"), "--viz", "--viz-tile", "32"]) == 0
+    assert len(list((photos / "feats").glob("*.pyramid.png"))) == 3
+    (photos / "copied.pyramid.png").write_bytes((photos / "feats" / "p0.pyramid.png").read_bytes())
+    capsys.readouterr()
+    assert cvx2_main(["extract", str(photos), str(photos / "p0.png"), "-o", str(photos / "feats2")]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in (photos / "feats2").iterdir()) == [f"p{i}.safetensors" for i in range(3)]
+    assert "wrote 3 feature files" in out and "random weights" in out
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_convert_follows_the_umask_and_clears_its_stale_staging_files(files, tmp_path, capsys):
+    out = tmp_path / "atto.safetensors"
+    stale = tmp_path / f".atto.safetensors.tmp{_dead_pid()}"
+    stale.write_bytes(b"half a file")
+    foreign = tmp_path / f".notes.txt.tmp{_dead_pid()}"  # not a name convert writes: left alone
+    foreign.write_bytes(b"someone else's")
+    previous = os.umask(0o027)
+    try:
+        assert cvx2_main(["convert", str(files / "atto_backbone.pth"), str(out)]) == 0
+    finally:
+        os.umask(previous)
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert not stale.exists() and foreign.exists()
+    assert cvx2_main(["convert", str(files / "atto_backbone.pth"), str(out)]) == 2  # exists, no --force
+    assert "pass --force" in capsys.readouterr().err
+
+
+def test_export_needs_force_and_clears_stale_staging_folders(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    stale = tmp_path / f".m.onnx.tmp{_dead_pid()}"
+    stale.mkdir()
+    (stale / "m.onnx").write_bytes(b"x" * 1000)
+    argv = ["export", "-o", str(out), "--exporter", "torchscript", "--out-features", "stage4"]
+    previous = os.umask(0o022)
+    try:
+        assert cvx2_main(argv) == 0
+    finally:
+        os.umask(previous)
+    assert not stale.exists() and out.stat().st_mode & 0o777 == 0o644
+    written = out.read_bytes()
+    capsys.readouterr()
+    assert cvx2_main(argv) == 2
+    assert f"{out} exists; pass --force to replace" in capsys.readouterr().err
+    assert out.read_bytes() == written and not list(tmp_path.glob(".*.tmp*"))
+
+
+def test_five_dimensional_input_is_told_to_fold_its_dimensions():
+    from cvx2_backbone import ConvNeXtV2
+
+    with pytest.raises(ValueError, match=r"fold the extra leading dimensions into the batch, e.g. x.flatten\(0, -4\)"):
+        ConvNeXtV2(arch="atto")(torch.randn(2, 1, 3, 32, 32))
+
+
+def test_classify_says_when_the_head_looks_untrained_and_extract_when_an_image_is_tiny(files, tmp_path, capsys):
+    from PIL import Image
+
+    from cvx2_backbone import ConvNeXtV2
+
+    state = ConvNeXtV2(arch="atto").state_dict()
+    state.update({"norm.weight": torch.ones(320), "norm.bias": torch.zeros(320),
+                  "head.weight": torch.zeros(1000, 320), "head.bias": torch.zeros(1000)})  # every class 0.1%
+    torch.save(state, tmp_path / "untrained.pth")
+    assert cvx2_main(["classify", str(files / "image.png"), "--weights", str(tmp_path / "untrained.pth"),
+                      "--device", "cpu"]) == 0
+    assert "the top class has 0.10%, close to 1/1000: the head looks untrained" in capsys.readouterr().out
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(tmp_path / "dot.png")
+    assert cvx2_main(["extract", str(tmp_path / "dot.png"), "-o", str(tmp_path / "feats"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "dot.png is 1x1, smaller than the stride 32: its maps mostly describe the padding" in captured.out + \
+        captured.err

@@ -166,7 +166,7 @@ def test_layer_scale_blocks_and_the_thin_backbone_method():
     mask = _random_mask(2, 2, 3, seed=5)
     with torch.no_grad():
         expected = reference_encoder(copy.deepcopy(backbone).double(), images.double(), mask, False)
-        _assert_close(backbone.forward_masked(images, mask)[-1], expected[-1])
+        _assert_close(masked_forward(backbone, images, mask)[-1], expected[-1])
 
 
 def test_nothing_hidden_is_the_plain_backbone():
@@ -174,7 +174,7 @@ def test_nothing_hidden_is_the_plain_backbone():
     images = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
         plain = backbone(images)
-        masked = backbone.forward_masked(images, torch.zeros(2, 3, 4, dtype=torch.bool))
+        masked = masked_forward(backbone, images, torch.zeros(2, 3, 4, dtype=torch.bool))
     for a, b in zip(masked, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -187,7 +187,7 @@ def test_gather_and_dense_agree_in_training_gradients_and_drop_path():
     for impl in ("dense", "gather"):
         backbone.zero_grad()
         torch.manual_seed(7)  # the same per-image drop-path draws for both
-        out = backbone.forward_masked(images, mask, impl=impl)[-1]
+        out = masked_forward(backbone, images, mask, impl=impl)[-1]
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads[impl] = {k: p.grad.clone() for k, p in backbone.named_parameters() if p.grad is not None}
         grads[impl]["out"] = out.detach()
@@ -195,20 +195,20 @@ def test_gather_and_dense_agree_in_training_gradients_and_drop_path():
     for key, value in grads["dense"].items():
         torch.testing.assert_close(grads["gather"][key], value, atol=1e-5, rtol=1e-4, msg=key)
     torch.manual_seed(8)
-    other = backbone.forward_masked(images, mask, impl="gather")[-1].detach()
+    other = masked_forward(backbone, images, mask, impl="gather")[-1].detach()
     assert not torch.allclose(other, grads["gather"]["out"])  # drop path is live: other draws, other output
 
 
 def test_masked_input_errors():
     backbone = _backbone(arch=dict(depths=[1, 1, 1, 1], dims=[8, 8, 8, 8]))
     with pytest.raises(ValueError, match="multiples of the 32-pixel patch"):
-        backbone.forward_masked(torch.randn(1, 3, 48, 64), torch.zeros(1, 1, 2, dtype=torch.bool))
+        masked_forward(backbone, torch.randn(1, 3, 48, 64), torch.zeros(1, 1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"mask must be \(N, H/32, W/32\) = \(1, 2, 2\)"):
-        backbone.forward_masked(torch.randn(1, 3, 64, 64), torch.zeros(1, 2, 3, dtype=torch.bool))
+        masked_forward(backbone, torch.randn(1, 3, 64, 64), torch.zeros(1, 2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least one visible patch"):
-        backbone.forward_masked(torch.randn(1, 3, 64, 64), torch.ones(1, 2, 2, dtype=torch.bool))
+        masked_forward(backbone, torch.randn(1, 3, 64, 64), torch.ones(1, 2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="grn_stats"):
-        backbone.forward_masked(torch.randn(1, 3, 64, 64), torch.zeros(1, 2, 2, dtype=torch.bool), grn_stats="x")
+        masked_forward(backbone, torch.randn(1, 3, 64, 64), torch.zeros(1, 2, 2, dtype=torch.bool), grn_stats="x")
 
 
 def test_padding_hidden_as_patches_leaves_the_features_unchanged():

@@ -17,7 +17,7 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-"${PYTHON:-python}" -m torch.distributed.run \
+"${PYTHON:-python}" -m cvx2_backbone.engine.launch \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --master_port="$PORT" \
     --nproc_per_node="$PROCS" \
     "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

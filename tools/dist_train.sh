@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Distributed training with torchrun, one process per GPU (or per CPU worker on a machine without GPU).
+# Distributed training with torchrun, one process per GPU (or per CPU worker on a machine without GPU); a usage
+# mistake prints one message (rank 0) and exits 2 (cvx2_backbone.engine.launch wraps torchrun).
 #   tools/dist_train.sh CONFIG NUM_PROCS [train.py options]
 # Several nodes: run it on every node with the same MASTER_ADDR/PORT, NNODES and that node's NODE_RANK:
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8
@@ -18,7 +19,7 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-"${PYTHON:-python}" -m torch.distributed.run \
+"${PYTHON:-python}" -m cvx2_backbone.engine.launch \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --master_port="$PORT" \
     --nproc_per_node="$PROCS" \
     "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "${@:3}"

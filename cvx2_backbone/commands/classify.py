@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+UNTRAINED_TOP1 = 2.0  # a top-1 probability under twice the uniform 1/classes: no class stands out
+
 HELP = "top-5 ImageNet classes of images with a classification checkpoint (checks that weights load right)"
 
 
@@ -95,9 +97,14 @@ def run(args: argparse.Namespace) -> int:
     from ..extractor import ImageReadError
     from ..usage import UsageError, require_device
 
-    if args.top_k < 1 or args.image_size < 32 or not 0 < args.crop_pct <= 1:
-        raise UsageError(f"--top-k must be >= 1, --image-size >= 32 and --crop-pct in (0, 1], got {args.top_k}, "
-                         f"{args.image_size} and {args.crop_pct}")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k {args.top_k}: give at least 1 (the number of classes shown per image)")
+    if args.image_size < 32:
+        raise UsageError(f"--image-size {args.image_size} is below the network's total stride 32; use 224 (or 384 "
+                         "for *_384 models)")
+    if not 0 < args.crop_pct <= 1:
+        raise UsageError(f"--crop-pct {args.crop_pct} is not a fraction in (0, 1]; e.g. 0.875 (Hugging Face's "
+                         "default) or 1 for no crop")
     device = require_device(args.device)
     classifier = Classifier(args.weights, allow_partial=args.allow_partial).to(device)
     names = class_names(classifier.num_classes)
@@ -119,4 +126,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{path}")
         for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
             print(f"  {rank}. {100 * p:6.2f}%  {i:5d}  {names[i] if names else ''}")
+        if float(values[0]) < UNTRAINED_TOP1 / classifier.num_classes:
+            print(f"  note: the top class has {100 * float(values[0]):.2f}%, close to 1/{classifier.num_classes}: "
+                  "the head looks untrained (random or pre-training-only weights); use an ImageNet fine-tuned "
+                  "checkpoint, e.g. timm/convnextv2_atto.fcmae_ft_in1k")
     return 1 if failed else 0

@@ -2,9 +2,10 @@
 
 SRC is anything ``init_cfg=dict(type='Pretrained', checkpoint=SRC)`` accepts (file, folder, URL,
 ``hf://<repo id>``, ``timm/<model>.<tag>``). ``--to cvx2`` (default): this project's layout, DST ending in
-``.safetensors`` written as such (recommended), any other name as a torch file that loads with
+``.safetensors`` written as such (recommended), ``.pth``/``.pt``/``.bin``/``.ckpt`` as a torch file that loads with
 ``weights_only=True``; ``hf``: a transformers ``save_pretrained`` folder; ``timm``: a timm state dict;
 ``official``: the official repositories' ``{'model': ...}``. The writers live in ``cvx2_backbone.weights.writers``.
+A file suffix that promises another format (``.onnx``: use ``cvx2 export``) is refused.
 """
 from __future__ import annotations
 
@@ -31,6 +32,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
 
 
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _check_destination(dst: Path, to: str) -> None:
+    """Refuse a file name whose suffix promises another format than the one written; clear stale staging files
+    (``--to hf`` writes a folder: only that folder's own staging is cleared)."""
+    from ..files import remove_stale_temporaries
+    from ..usage import UsageError
+
+    if to == "hf":
+        remove_stale_temporaries(dst.parent, recursive=False, suffixes=(dst.name,))
+        return
+    if dst.suffix not in (".safetensors", *TORCH_SUFFIXES):
+        export = " (an ONNX file is what `cvx2 export` writes)" if dst.suffix == ".onnx" else ""
+        raise UsageError(f"cvx2 convert writes .safetensors or a torch file ({', '.join(TORCH_SUFFIXES)}), not "
+                         f"{dst.suffix or 'a name without suffix'}{export}; e.g. {dst.with_suffix('.safetensors')}")
+    remove_stale_temporaries(dst.parent, recursive=False, suffixes=(".safetensors", *TORCH_SUFFIXES))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..usage import UsageError, user_input
     from ..weights.converting import convert_checkpoint
@@ -38,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.to not in FORMATS:
         raise UsageError(f"--to {args.to!r} is not an output format; choose one of {', '.join(FORMATS)}")
     dst = Path(args.dst)
+    _check_destination(dst, args.to)
     if dst.exists() and not args.force:
         raise UsageError(f"{dst} exists; pass --force to overwrite it")
     with user_input():

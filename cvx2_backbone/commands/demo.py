@@ -49,8 +49,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"iters": args.iters, "image_size": args.image_size, "num_train": args.num_train, "seed": args.seed,
                  "threads": args.threads}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if min(settings.iters, settings.num_train, settings.threads) < 1 or settings.image_size < 64:
-        raise UsageError("--iters, --num-train and --threads must be >= 1 and --image-size >= 64")
+    for flag, value in (("--iters", settings.iters), ("--num-train", settings.num_train),
+                        ("--threads", settings.threads)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: give 1 or more")
+    if settings.image_size < 64:
+        raise UsageError(f"--image-size {settings.image_size} is too small for the demo's shapes; use 64 or more")
     output = args.output or (QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)
     result = run_demo(output, settings, overwrite=args.overwrite)
     metrics = result.metrics

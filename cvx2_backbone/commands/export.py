@@ -3,17 +3,19 @@
 The model options are those of ``cvx2 extract`` (a preset and weights, or a detector / segmentor checkpoint,
 ``--fpn`` for its trained FPN). The graph has dynamic batch, height and width, outputs named after the model's
 outputs, and ``cvx2.*`` metadata (strides, channels, mean/std, preset, exporter, opset). Files appear only when
-complete (and, with ``--verify``, only when verified). Exit status: 0 written, 1 verification failed (nothing
-written), 2 bad arguments or unusable weights, 130 / 143 stopped by SIGINT / SIGTERM (nothing written).
+complete (and, with ``--verify``, only when verified); existing ones are replaced only with ``--force``; staging
+folders of killed exports (``.OUT.onnx.tmpPID``, their process gone) are removed. Exit status: 0 written,
+1 verification failed (nothing written), 2 bad arguments or unusable weights, 130 / 143 stopped by SIGINT / SIGTERM
+(nothing written).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
+from ..files import remove_stale_temporaries
 from .model_options import add_model_arguments, build_extractor
 
 HELP = "export a backbone (optionally with its FPN) to ONNX (and OpenVINO IR), dynamic batch and size"
@@ -33,18 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and size and print the max relative error against PyTorch; above 1e-4 nothing is "
                              "written and the exit status is 1")
     parser.add_argument("--openvino", action="store_true", help="also write OUT.xml / OUT.bin (OpenVINO IR, fp32)")
+    parser.add_argument("--force", action="store_true", help="replace OUT (and OUT.xml / OUT.bin) if they exist")
 
 
-def _check_output(output: Path) -> None:
+def _check_output(output: Path, force: bool, openvino: bool) -> None:
+    """Refuse before any work: a wrong suffix, a folder, files that exist (without --force), a place not writable."""
+    from ..files import unwritable_reason
     from ..usage import UsageError
 
     if output.suffix != ".onnx":
         raise UsageError(f"the output file must end in .onnx, got {output}; e.g. -o {output.with_suffix('.onnx')}")
-    folder = output.parent
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
-    if output.is_dir() or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        what = "is a folder" if output.is_dir() else f"cannot be created: {existing} is not a writable folder"
-        raise UsageError(f"output {output} {what}; choose a file path in a folder you can write to")
+    if output.is_dir():
+        raise UsageError(f"output {output} is a folder; give a file path such as {output / 'backbone.onnx'}")
+    targets = [output] + ([output.with_suffix(".xml"), output.with_suffix(".bin")] if openvino else [])
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not force:
+        raise UsageError(f"{' and '.join(existing)} exist{'s' if len(existing) == 1 else ''}; pass --force to "
+                         "replace, or choose another -o")
+    reason = unwritable_reason(output.parent)
+    if reason:
+        raise UsageError(f"cannot write {output}: {reason}; choose a file path in a folder you can write to")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     with user_input():
         check_exporter(args.exporter)
-        _check_output(output)
+        _check_output(output, args.force, args.openvino)
         extractor = build_extractor(args)
+    stale = remove_stale_temporaries(output.parent, recursive=False, suffixes=(".onnx",))
+    if stale:
+        print(f"removed {len(stale)} staging folder(s) that a killed export left in {output.parent}")
     start = time.perf_counter()
     try:
         result = export_backbone(extractor, output, exporter=args.exporter, fp16_safe=args.fp16_safe,

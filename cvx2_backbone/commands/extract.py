@@ -26,6 +26,7 @@ from .model_options import add_model_arguments, build_extractor
 HELP = "extract multi-scale feature maps of images into .safetensors/.npz files (and PCA pictures with --viz)"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 FORMAT_VERSION = "cvx2-features/1"
+PICTURE_SUFFIX = ".pyramid.png"  # the --viz picture of an image: <name>.pyramid.png
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,15 +99,21 @@ def load_features(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # --- inputs ----------------------------------------------------------------------------------
 
+def is_own_picture(path: Path) -> bool:
+    """A ``--viz`` picture this command wrote (in any output folder): never read back as an input image."""
+    return path.name.endswith(PICTURE_SUFFIX)
+
+
 def find_images(inputs: Iterable[str], exclude: Path | None = None) -> list[tuple[Path, Path]]:
     """(image path, output stem relative to OUT) for every input; folders are searched recursively.
 
-    Files inside ``exclude`` (the output folder) are left out: the command never reads its own outputs.
+    Files inside ``exclude`` (the output folder) and ``*.pyramid.png`` pictures of any earlier run are left out:
+    the command never reads its own outputs. A file listed twice is read once.
     """
     outside = exclude.resolve() if exclude is not None else None
 
     def wanted(path: Path) -> bool:
-        return outside is None or outside not in path.resolve().parents
+        return (outside is None or outside not in path.resolve().parents) and not is_own_picture(path)
 
     found: list[tuple[Path, Path]] = []
     for item in inputs:
@@ -121,18 +128,22 @@ def find_images(inputs: Iterable[str], exclude: Path | None = None) -> list[tupl
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
     seen: dict[Path, Path] = {}
+    unique = []
     for source, stem in found:
         if stem in seen:
-            raise ValueError(f"{seen[stem]} and {source} would both write {stem}.*; give them separate folders "
-                             "or rename one")
+            if seen[stem].resolve() == source.resolve():
+                continue  # the same file named twice (a file and its folder, or a repeated argument)
+            raise ValueError(f"{seen[stem]} and {source} are different images that would both write "
+                             f"{stem}.* in the output folder; give them in separate runs with separate -o folders")
         seen[stem] = source
-    return found
+        unique.append((source, stem))
+    return unique
 
 
 def _targets(output: Path, stem: Path, args: argparse.Namespace) -> list[Path]:
     targets = [output / stem.with_name(f"{stem.name}.{args.format}")]
     if args.viz:
-        targets.append(output / stem.with_name(f"{stem.name}.pyramid.png"))
+        targets.append(output / stem.with_name(f"{stem.name}{PICTURE_SUFFIX}"))
     return targets
 
 
@@ -154,6 +165,18 @@ def _same_size_groups(pictures: list) -> list[list[int]]:
     for index, picture in enumerate(pictures):
         groups.setdefault(picture.size, []).append(index)
     return list(groups.values())
+
+
+def _check_output(output: Path) -> None:
+    """-o must be a folder this user can write to: refused before any image is computed."""
+    from ..files import unwritable_reason
+
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"-o {output} is a file; -o takes a folder (it mirrors the input folders), e.g. "
+                         f"-o {output.with_suffix('')}_features")
+    reason = unwritable_reason(output)
+    if reason:
+        raise ValueError(f"cannot write into -o {output}: {reason}; choose a folder you can write to")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -187,11 +210,19 @@ class _Job:
             try:
                 pictures.append(read_image(source))
                 kept.append((source, stem))
+                self._note_if_small(source, pictures[-1].size)
             except ImageReadError as err:
                 self.skipped.append((source, str(err)))
                 self.progress.write(f"skipped {source}: {err}")
                 self.progress.update(1)
         return kept, pictures
+
+    def _note_if_small(self, source: Path, size: tuple[int, int]) -> None:
+        short = self.args.shortest_edge or min(size)
+        stride = max(self.extractor.out_strides)
+        if short < stride:
+            self.progress.write(f"note: {source} is {size[0]}x{size[1]}, smaller than the stride {stride}: its maps "
+                                "mostly describe the padding (--shortest-edge upscales small images)")
 
     def load(self, items: list[tuple[Path, Path]]) -> list[tuple[list, list, Any]]:
         """Decode and preprocess some images (on a prefetch thread): per same-size group, its items, pictures and
@@ -257,11 +288,13 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     with user_input():  # bad options, missing inputs, unusable weights
         _check_args(args)
+        _check_output(output)
         device = require_device(args.device)
         images = find_images(args.inputs, exclude=output)
         if not images:
             raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {args.inputs}"
-                             + (f" outside the output folder {output}" if output.is_dir() else ""))
+                             + (f" outside the output folder {output}" if output.is_dir() else "")
+                             + f" (*{PICTURE_SUFFIX} pictures of earlier runs are never read)")
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)

@@ -61,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from ..usage import UsageError, user_input
 
     presets = args.presets or preset_names()
-    if args.image_size < 32 or args.num_classes < 0:
-        raise UsageError(f"--image-size must be at least 32 (the network's total stride) and --num-classes >= 0 "
-                         f"(0: no head), got {args.image_size} and {args.num_classes}")
+    if args.image_size < 32:
+        raise UsageError(f"--image-size {args.image_size} is below the network's total stride 32; use 32 or more "
+                         "(224 is the paper's)")
+    if args.num_classes < 0:
+        raise UsageError(f"--num-classes {args.num_classes}: give 0 (no head) or more (1000 is ImageNet-1k's)")
     with user_input():
         for preset in presets:
             parse_preset(preset)

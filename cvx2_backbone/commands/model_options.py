@@ -32,11 +32,36 @@ def check_model_arguments(args: argparse.Namespace) -> None:
 
 
 def build_extractor(args: argparse.Namespace, **kwargs):
-    """The ``FeatureExtractor`` the options describe (call inside ``usage.user_input()``)."""
+    """The ``FeatureExtractor`` the options describe (call inside ``usage.user_input()``).
+
+    Weights of another architecture than ``--model`` are refused in the command's own terms (``--model``, not the
+    config keys a backbone config would change); without ``--weights`` the terminal says the weights are random.
+    """
     from ..extractor import FeatureExtractor
+    from ..weights import ArchMismatchError
 
     check_model_arguments(args)
     model = args.model or (None if args.weights else "convnextv2_atto")
     out_features = args.out_features.split(",") if args.out_features else None
-    return FeatureExtractor(model, args.weights, out_features=out_features, fpn=args.fpn or False,
-                            allow_partial=args.allow_partial, **kwargs)
+    try:
+        extractor = FeatureExtractor(model, args.weights, out_features=out_features, fpn=args.fpn or False,
+                                     allow_partial=args.allow_partial, **kwargs)
+    except ArchMismatchError as err:
+        if not args.model:
+            raise
+        raise ArchMismatchError(f"--weights {args.weights} do not fit --model {args.model}: "
+                                f"{_arch_hint(args.weights)}") from err
+    if args.weights is None:
+        print(f"note: no --weights: {extractor.name} has random weights, so its features only test the pipeline; "
+              "pass --weights (e.g. timm/convnextv2_atto.fcmae_ft_in1k) for meaningful ones")
+    return extractor
+
+
+def _arch_hint(weights: str) -> str:
+    """What the weights are and the flags that fit them."""
+    from ..weights import read_checkpoint
+
+    arch = read_checkpoint(weights).arch
+    preset = f"{'convnextv2' if arch.use_grn else 'convnext'}_{arch.preset}" if arch.preset else None
+    return (f"they are {arch.describe()} weights; leave --model out (it is read from the weights)"
+            + (f" or pass --model {preset}" if preset else ""))

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..files import follow_umask, temporary_name
 from ..convnext import ConvNeXt
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -158,7 +159,7 @@ def export_backbone(model: nn.Module, output: str | os.PathLike, *, exporter: st
         targets.update(xml=output.with_suffix(".xml"), bin=output.with_suffix(".bin"))
     metadata = export_metadata(extractor, exporter, opset, fp16_safe, weights)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.tmp{os.getpid()}"  # a folder; its files are renamed out at the end
+    staging = temporary_name(output)  # a folder; its files are renamed out at the end
     was_training = extractor.training
     extractor.eval()
     try:
@@ -179,6 +180,7 @@ def export_backbone(model: nn.Module, output: str | os.PathLike, *, exporter: st
                                         "nothing was written")
         for kind in ("bin", "xml", "onnx"):  # the .onnx last: once it exists, the export is complete
             if kind in staged:
+                follow_umask(staged[kind])
                 os.replace(staged[kind], targets[kind])
     finally:
         extractor.train(was_training)
@@ -199,6 +201,11 @@ class Verification:
     @property
     def max_error(self) -> float:
         return max(self.errors.values())
+
+
+def export_onnx(model: nn.Module, path: str | Path) -> Path:
+    """The benchmark's export: :func:`export_backbone` with the (faster) TorchScript exporter."""
+    return export_backbone(model, path, exporter="torchscript").onnx
 
 
 def relative_error(actual: Any, expected: Tensor) -> float:

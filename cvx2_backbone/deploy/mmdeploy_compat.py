@@ -15,21 +15,21 @@ seconds per export (measured with cProfile on the 2-core machine).
 
 :mod:`.mmdeploy_plugin` registers a rewriter of ``torch.onnx.export`` with mmdeploy, active only inside mmdeploy's
 ONNX export context, that exports with ``dynamo=False`` by default under :func:`rewriting_fixes` (``_cast_Long``
-supplied, frames looked up directly). :func:`attach_to_mmdeploy`, which ``import cvx2_backbone`` calls, registers
-it (and the exact rewriters of :mod:`.mmdeploy_exact`) in every process that imports both packages, in either
-order: mmdeploy's ``tools/deploy.py`` workers import this package through the model config's ``custom_imports``
-before they export.
+supplied, frames looked up directly). :func:`attach_to_mmdeploy` (:mod:`cvx2_backbone.mmdeploy_hook`),
+which ``import cvx2_backbone`` calls, registers it (and the exact rewriters of :mod:`.mmdeploy_exact`) in every
+process that imports both packages, in either order: mmdeploy's ``tools/deploy.py`` workers import this package
+through the model config's ``custom_imports`` before they export.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.util
 import inspect
 import sys
 from typing import Any, Callable, Iterator
 
 import torch
+
+from ..mmdeploy_hook import _register_with_mmdeploy, attach_to_mmdeploy  # noqa: F401  (re-exported)
 
 MMDEPLOY_VERSION = "1.3.1"  # the version these fixes were written for and tested with
 INSTALL_HINT = ("install mmdeploy 1.3.1 without its declared dependencies (it pins protobuf<=3.20.2, which "
@@ -95,42 +95,3 @@ def torchscript_by_default(export: Callable, kwargs: dict) -> dict:
     return kwargs
 
 
-def _register_with_mmdeploy() -> None:
-    from . import mmdeploy_plugin  # noqa: F401  (registers the rewriters, once per process)
-
-
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Import hook that runs ``action`` right after the top-level module ``name`` has been executed, then leaves."""
-
-    def __init__(self, name: str, action: Callable[[], None]) -> None:
-        self.name, self.action, self._searching = name, action, False
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != self.name or self._searching:
-            return None
-        self._searching = True  # the search below asks this finder again
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._searching = False
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            execute = spec.loader.exec_module
-
-            def exec_module(module: Any) -> None:
-                if self in sys.meta_path:
-                    sys.meta_path.remove(self)
-                execute(module)
-                self.action()
-
-            spec.loader.exec_module = exec_module  # this spec's own loader object: affects this import only
-        return spec
-
-
-def attach_to_mmdeploy() -> None:
-    """Register this package's rewriters with mmdeploy now if it is imported, else right after it is imported.
-
-    Registration changes nothing outside mmdeploy's rewriter contexts; ``torch.onnx.export`` stays torch's own."""
-    if sys.modules.get("mmdeploy") is not None:  # None: blocked, as ``import`` treats it
-        _register_with_mmdeploy()
-    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport("mmdeploy", _register_with_mmdeploy))

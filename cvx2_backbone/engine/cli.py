@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from typing import Sequence
 
 from mmengine.config import DictAction
 
-from ..usage import HelpFormatter, add_debug_argument, run_command
+from ..usage import HelpFormatter, add_debug_argument, print_error, run_command
 from .distributed import LAUNCHERS
 
 ALLOW_PARTIAL_HELP = ("load the checkpoint even if some of the model's tensors are missing, unexpected or of another "
@@ -69,6 +70,23 @@ def _set_local_rank(args: argparse.Namespace) -> None:
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
 
 
+def _other_rank() -> bool:
+    """A worker other than rank 0 of a distributed run."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) != 0
+
+
+def _report_usage_error(line: str) -> None:
+    """A usage error's line: under torchrun into the worker's reply file, which :mod:`.launch` prints once for all
+    ranks (a rank's own print could be cut by the agent stopping it); elsewhere printed by rank 0 only."""
+    reply_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if reply_file:
+        with open(reply_file, "w") as handle:  # the layout of torch's own ErrorHandler.record_exception
+            json.dump({"message": {"message": line, "extraInfo": {"py_callstack": "",
+                                                                  "timestamp": str(int(time.time()))}}}, handle)
+    elif not _other_rank():
+        print_error(line)
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     from .runner import train
     args = train_parser().parse_args(argv)
@@ -79,7 +97,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
               auto_scale_lr=args.auto_scale_lr, cfg_options=args.cfg_options, launcher=args.launcher,
               allow_partial=args.allow_partial)
 
-    return run_command(command, prog="tools/train.py", debug=args.debug)
+    return run_command(command, prog="tools/train.py", debug=args.debug, report=_report_usage_error)
 
 
 def test_main(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +109,7 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         metrics = test(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out, show=args.show,
                        show_dir=args.show_dir, wait_time=args.wait_time, cfg_options=args.cfg_options,
                        launcher=args.launcher, allow_partial=args.allow_partial)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if not _other_rank():
             print("metrics:", json.dumps(metrics, default=float))
 
-    return run_command(command, prog="tools/test.py", debug=args.debug)
+    return run_command(command, prog="tools/test.py", debug=args.debug, report=_report_usage_error)

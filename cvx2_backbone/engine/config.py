@@ -6,6 +6,7 @@ here the way mmdet's and mmseg's own tools apply it, so their users find the sam
 from __future__ import annotations
 
 import os.path as osp
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,11 @@ def read_config(path: str | Path) -> Config:
     file or one that is no mmengine config."""
     path = config_path(path)
     try:
-        return Config.fromfile(str(path))
+        with warnings.catch_warnings():
+            # mmengine resolves `mmdet::`/`mmseg::` base configs through setuptools' pkg_resources, reloading it
+            # for every one, and each reload warns that the module is deprecated: nothing the user can act on.
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            return Config.fromfile(str(path))
     except Exception as err:  # mmengine raises assorted errors (some without text) for files it cannot run
         detail = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
         raise ConfigError(f"cannot read {path} as an mmengine config ({type(err).__name__}: {detail}); pass a "

@@ -5,12 +5,18 @@ Before any work, the checkpoint a run will load (``tools/test.py CONFIG CHECKPOI
 (:func:`cvx2_backbone.weights.check_fit`): weights of another model are an error, not mmengine's
 warning and a randomly initialised model. ``--resume`` without a path continues from the newest
 checkpoint of the work dir that reads completely (:mod:`.resume`).
+
+What mmengine rejects while it builds the run from the config (model, loops, optimizer) is the config's mistake,
+reported in one line (exit 2); a refused run leaves no timestamped folder behind (:func:`refusal_cleanup`).
 """
 from __future__ import annotations
 
 import logging
+import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from mmengine.config import Config
@@ -18,7 +24,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..usage import UsageError
+from ..usage import UsageError, user_errors, user_input
 from ..weights import CheckpointError, check_fit
 from .checkpoint_globals import allow_mmengine_checkpoints
 from .config import apply_test_args, apply_train_args, load_config, scope_of, set_work_dir
@@ -48,6 +54,48 @@ def build_runner(cfg: Config) -> Runner:
     return RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
 
 
+_RUN_FOLDER = re.compile(r"^\d{8}_\d{6}$")  # mmengine's <work_dir>/<timestamp>/ of one run
+
+
+@contextmanager
+def refusal_cleanup(cfg: Config) -> Iterator[None]:
+    """When the block ends in a user error, remove what mmengine's Runner writes before any check: the timestamped
+    run folder, the config copy in the work dir (if it was not there before) and the work dir (if this run made it).
+    A refused run leaves nothing behind."""
+    work_dir = Path(cfg.work_dir)
+    existed = work_dir.exists()
+    before = set(work_dir.iterdir()) if existed else set()
+    config_copy = Path(cfg.filename).name if cfg.filename else None
+    try:
+        yield
+    except user_errors():
+        try:  # the other ranks of a distributed run remove the same files at the same time
+            for path in set(work_dir.iterdir()) - before:
+                if path.is_dir() and _RUN_FOLDER.match(path.name):
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.is_file() and path.name == config_copy:
+                    path.unlink(missing_ok=True)
+            if not existed and not any(work_dir.iterdir()):
+                work_dir.rmdir()
+        except OSError:
+            pass
+        raise
+
+
+@contextmanager
+def config_mistakes() -> Iterator[None]:
+    """What mmengine raises while building the run from the config (an invalid backbone argument, an unknown key,
+    a loop argument it lacks) becomes a usage error naming it."""
+    try:
+        with user_input(KeyError):
+            yield
+    except UsageError as err:
+        if isinstance(err.__cause__, (ValueError, TypeError, KeyError)) and type(err) is UsageError:
+            raise UsageError(f"the config does not build: {err}; fix the config or its --cfg-options override "
+                             "(--debug shows where it failed)") from err.__cause__
+        raise
+
+
 def check_weights(runner: Runner, checkpoint: str | None, *, allow_partial: bool = False, contents: Any = None,
                   what: str = "checkpoint") -> None:
     """Fail before any work if ``checkpoint`` (a local file the runner will load) does not fit the runner's model."""
@@ -65,8 +113,9 @@ def _resume_point(cfg: Config, resume: str | None) -> tuple[Any, list[str]]:
     if resume != "auto":
         return None, []
     point = newest_loadable(cfg.work_dir)
-    if point.path is None:
-        return None, []  # nothing to resume: mmengine starts afresh and says so
+    if point.path is None:  # a first run of a job that is resubmitted with --resume: start, and say so plainly
+        cfg.resume = False
+        return None, [f"--resume: {cfg.work_dir} holds no checkpoint to resume from; training starts from scratch"]
     cfg.resume, cfg.load_from = True, str(point.path)
     return point.contents, point.notes()
 
@@ -81,16 +130,22 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
     contents, notes = _resume_point(cfg, resume)
     _fit_to_machine(cfg)
     with allow_mmengine_checkpoints():
-        runner = build_runner(cfg)
-        for note in notes:
-            print_log(note, logger="current", level=logging.WARNING)
-        what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
-        try:
-            check_weights(runner, cfg.get("load_from"), allow_partial=allow_partial, contents=contents, what=what)
-        except CheckpointError as err:
-            if cfg.get("resume") and resume != "auto":
-                raise UsageError(f"{err}{_other_checkpoint_hint(cfg.work_dir, cfg.load_from)}") from err
-            raise
+        with refusal_cleanup(cfg):
+            with config_mistakes():
+                runner = build_runner(cfg)
+                if isinstance(runner, Runner):  # built now, as Runner.train() would, so that mistakes stop here
+                    _ = runner.train_loop
+                    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+            for note in notes:
+                print_log(note, logger="current", level=logging.WARNING)
+            what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
+            try:
+                check_weights(runner, cfg.get("load_from"), allow_partial=allow_partial, contents=contents,
+                              what=what)
+            except CheckpointError as err:
+                if cfg.get("resume") and resume != "auto":
+                    raise UsageError(f"{err}{_other_checkpoint_hint(cfg.work_dir, cfg.load_from)}") from err
+                raise
         runner.train()
     return runner
 
@@ -115,8 +170,11 @@ def test(config: str | Path, checkpoint: str, *, work_dir: str | None = None, ou
     apply_test_args(cfg, checkpoint=checkpoint, out=out, show=show, show_dir=show_dir, wait_time=wait_time)
     _fit_to_machine(cfg)
     with allow_mmengine_checkpoints():
-        runner = build_runner(cfg)
-        check_weights(runner, checkpoint, allow_partial=allow_partial)
+        with refusal_cleanup(cfg):
+            with config_mistakes():
+                runner = build_runner(cfg)
+                _ = runner.test_loop  # built now, as runner.test() would, so that its mistakes stop the run here
+            check_weights(runner, checkpoint, allow_partial=allow_partial)
         if out is not None and scope_of(cfg) == "mmdet":
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))

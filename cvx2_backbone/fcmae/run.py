@@ -102,6 +102,12 @@ def _read_checkpoint(path: str) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise ShowError(f"{path} holds a {type(obj).__name__}, not a checkpoint")
+    state = obj.get("state_dict", obj)
+    if not any(isinstance(key, str) and key.endswith("mask_token") for key in state):
+        sample = ", ".join(sorted(str(key) for key in state)[:4])
+        raise ShowError(f"{path} is not an FCMAE checkpoint (no mask token or decoder; its first keys: {sample}); "
+                        "pass one written by tools/train.py with a configs/fcmae/ config, or leave --checkpoint "
+                        "out to pre-train briefly first")
     return obj
 
 

@@ -82,7 +82,7 @@ def no_decay_param_ids(model: nn.Module) -> set[int]:
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-@ROOT_OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+@ROOT_OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)  # replaces root_registration's stand-in
 class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     """Optimizer wrapper constructor with layer-wise lr decay for a cvx2_backbone ConvNeXt backbone.
 

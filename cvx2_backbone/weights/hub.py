@@ -54,7 +54,8 @@ class HubDownloader:
             return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=hub_offline()))
         except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as err:
             reason = ("offline mode is on (HF_HUB_OFFLINE) and the file is not in the local cache" if hub_offline()
-                      else "the hub is unreachable and the file is not in the local cache")
+                      else "the hub is unreachable and the file is not in the local cache (with no network, set "
+                      "HF_HUB_OFFLINE=1: cached files are then used at once, without minutes of retries)")
             raise HubUnavailableError(unreachable_message(where, reason)) from err
         except errors.EntryNotFoundError as err:
             raise FileNotFoundError(f"{where}: no such file in the repo") from err
@@ -62,7 +63,8 @@ class HubDownloader:
             raise FileNotFoundError(f"{where}: the repo or revision does not exist, or it is private or gated "
                                     "(log in with `hf auth login` if you have access)") from err
         except (errors.HfHubHTTPError, OSError) as err:
-            raise HubUnavailableError(unreachable_message(where, f"{type(err).__name__}: {err}")) from err
+            raise HubUnavailableError(unreachable_message(where, f"{type(err).__name__}: {err}; with no network, "
+                                                                 "set HF_HUB_OFFLINE=1 to skip the retries")) from err
 
     def url(self, url: str) -> Path:
         import torch.hub

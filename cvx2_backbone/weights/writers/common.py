@@ -1,13 +1,10 @@
 """What every writer shares: the result type, tensors shaped as the target stores them, and file writing."""
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -91,26 +88,6 @@ def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[st
             torch.save({container: dict(tensors)} if container else dict(tensors), tmp)
 
 
-@contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """A temporary sibling folder to write to; it replaces ``path`` (file or folder) when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    old = path.with_name(f".{path.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-
 
 def save_pretrained(model: nn.Module, path: Path) -> None:
     """transformers' ``save_pretrained`` into a folder that appears whole at ``path``, without progress bars."""
@@ -119,6 +96,8 @@ def save_pretrained(model: nn.Module, path: Path) -> None:
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
+        from ...files import atomic_folder
+
         with atomic_folder(path) as tmp:
             model.save_pretrained(tmp)
     finally:
