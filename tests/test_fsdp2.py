@@ -24,9 +24,13 @@ from test_train_e2e import DET_CONFIG, ROOT, SEG_CONFIG, as_cli, det_options, se
     small_det_heads
 
 from cvx2_backbone.datasets import make_ade_shapes, make_coco_shapes
+from cvx2_backbone.engine import load_config
 
 FSDP2 = {"strategy.type": "cvx2_backbone.FSDP2Strategy"}
 RTOL = 1e-5
+# Parameters: Adam divides each gradient by its running magnitude, so for near-zero gradients (output-norm biases)
+# the summation-order noise of fp32 shows up in the step; 1e-5 is 1% of one step at lr 1e-3.
+PARAM_ATOL = 1e-5
 MAX_ITERS = 4
 RECORDERS = "dict(type='RankLosses'), dict(type='RankHoldings'), dict(type='RankParameterSnapshots')"
 
@@ -44,6 +48,20 @@ def _config(folder: Path, base: Path, hooks: str = RECORDERS) -> Path:
     path.write_text(f"_base_ = [{str(base)!r}]\n"
                     "custom_imports = dict(imports=['cvx2_backbone', 'rank_snapshots'], allow_failed_imports=False)\n"
                     f"custom_hooks = [{hooks}]\n")
+    return path
+
+
+def _initial_checkpoint(config: Path, options: dict, path: Path) -> Path:
+    """The model's initial weights, which both runs load: mmengine's Runner builds the model before its data
+    loaders and FlexibleRunner after them, so the same seed alone would initialise them differently."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    cfg = load_config(config, options)
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save({"state_dict": model.state_dict(), "meta": {}}, path)
     return path
 
 
@@ -93,6 +111,7 @@ def upernet(tmp_path_factory):
                "model.decode_head.channels": 32, "model.auxiliary_head.channels": 16,
                "model.backbone.frozen_stages": 1}
     config = _config(root, SEG_CONFIG)
+    options["load_from"] = str(_initial_checkpoint(config, options, root / "init.pth"))
     ddp, fsdp = root / "ddp", root / "fsdp2"
     _dist_train(config, ddp, options)
     output = _dist_train(config, fsdp, {**options, **FSDP2})
@@ -101,7 +120,7 @@ def upernet(tmp_path_factory):
 
 @pytest.mark.slow
 def test_upernet_fsdp2_trains_like_ddp(upernet):
-    assert "FSDP2: 15 fully_shard units over 2 ranks (12 backbone blocks" in upernet.output
+    assert "FSDP2: 16 fully_shard units over 2 ranks (12 backbone blocks" in upernet.output
     for rank in (0, 1):
         _assert_same_losses(_losses(upernet.ddp, rank), _losses(upernet.fsdp, rank), f"rank {rank}")
     assert sorted(_losses(upernet.fsdp, 0)) == list(range(1, MAX_ITERS + 1))
@@ -113,7 +132,7 @@ def test_upernet_fsdp2_trains_like_ddp(upernet):
     reference = torch.load(upernet.ddp / "params_end_rank0.pth", weights_only=True)
     start = torch.load(upernet.ddp / "params_start_rank0.pth", weights_only=True)
     for name, expected in reference.items():
-        torch.testing.assert_close(consolidated["state_dict"][name], expected, rtol=RTOL, atol=1e-6, msg=name)
+        torch.testing.assert_close(consolidated["state_dict"][name], expected, rtol=RTOL, atol=PARAM_ATOL, msg=name)
     frozen = [name for name in reference if name.startswith(("backbone.downsample_layers.0.", "backbone.stages.0."))]
     assert frozen and all(torch.equal(consolidated["state_dict"][name], start[name]) for name in frozen)
     trained = [name for name in reference if not torch.equal(reference[name], start[name])]
@@ -161,6 +180,7 @@ def test_mask_rcnn_fsdp2_trains_like_ddp_and_loads_in_init_detector(tmp_path):
     options = {**det_options(info, size=64), **small_det_heads(32), **short_schedule(), **_no_randomness(),
                "train_cfg.max_iters": 2, "train_cfg.val_interval": 2}
     config = _config(tmp_path, DET_CONFIG)
+    options["load_from"] = str(_initial_checkpoint(config, options, tmp_path / "init.pth"))
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp2"
     _dist_train(config, ddp, options)
     _dist_train(config, fsdp, {**options, **FSDP2})
@@ -176,4 +196,4 @@ def test_mask_rcnn_fsdp2_trains_like_ddp_and_loads_in_init_detector(tmp_path):
     assert model.dataset_meta["classes"] == tuple(info["classes"])
     reference = torch.load(ddp / "params_end_rank0.pth", weights_only=True)
     for name, expected in reference.items():
-        torch.testing.assert_close(stored[name], expected, rtol=RTOL, atol=1e-6, msg=name)
+        torch.testing.assert_close(stored[name], expected, rtol=RTOL, atol=PARAM_ATOL, msg=name)
