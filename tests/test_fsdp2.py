@@ -97,8 +97,7 @@ def _assert_same_losses(expected: dict, actual: dict, what: str) -> None:
 def _no_randomness() -> dict:
     """Fixed seed, no drop path or dropout, fp32, and gradient clipping that bites (max norm below the norms)."""
     return {"randomness.seed": 0, "model.backbone.drop_path_rate": 0.0, "optim_wrapper.type": "OptimWrapper",
-            "optim_wrapper.clip_grad.max_norm": 0.5, "train_cfg.max_iters": MAX_ITERS,
-            "train_cfg.val_interval": MAX_ITERS, "default_hooks.checkpoint.interval": 2}
+            "optim_wrapper.clip_grad.max_norm": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +108,8 @@ def upernet(tmp_path_factory):
     options = {**seg_options(info, size=64), **short_schedule(), **_no_randomness(),
                "model.decode_head.dropout_ratio": 0.0, "model.auxiliary_head.dropout_ratio": 0.0,
                "model.decode_head.channels": 32, "model.auxiliary_head.channels": 16,
-               "model.backbone.frozen_stages": 1}
+               "model.backbone.frozen_stages": 1, "train_cfg.max_iters": MAX_ITERS, "train_cfg.val_interval": MAX_ITERS,
+               "default_hooks.checkpoint.interval": 2}
     config = _config(root, SEG_CONFIG)
     options["load_from"] = str(_initial_checkpoint(config, options, root / "init.pth"))
     ddp, fsdp = root / "ddp", root / "fsdp2"
@@ -176,9 +176,9 @@ def test_upernet_fsdp2_resumes_after_sigkill_with_the_same_losses(upernet):
 def test_mask_rcnn_fsdp2_trains_like_ddp_and_loads_in_init_detector(tmp_path):
     from mmdet.apis import init_detector
 
-    info = make_coco_shapes(tmp_path / "coco", num_train=4, num_val=2, image_size=64)
+    info = make_coco_shapes(tmp_path / "coco", num_train=8, num_val=2, image_size=64)
     options = {**det_options(info, size=64), **small_det_heads(32), **short_schedule(), **_no_randomness(),
-               "train_cfg.max_iters": 2, "train_cfg.val_interval": 2}
+               "train_cfg.max_epochs": 1}  # 8 images, 2 ranks x 2 per batch: 2 iterations
     config = _config(tmp_path, DET_CONFIG)
     options["load_from"] = str(_initial_checkpoint(config, options, tmp_path / "init.pth"))
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp2"
@@ -187,13 +187,14 @@ def test_mask_rcnn_fsdp2_trains_like_ddp_and_loads_in_init_detector(tmp_path):
     for rank in (0, 1):
         _assert_same_losses(_losses(ddp, rank), _losses(fsdp, rank), f"rank {rank}")
 
-    checkpoint = fsdp / "iter_2_consolidated.pth"
+    assert sorted(_losses(fsdp, 0)) == [1, 2]
+    checkpoint = fsdp / "epoch_1_consolidated.pth"
     model = init_detector(str(fsdp / config.name), str(checkpoint), device="cpu")
     stored = torch.load(checkpoint, weights_only=True)["state_dict"]
     loaded = model.state_dict()
     assert loaded.keys() == stored.keys()
     assert all(torch.equal(loaded[name], stored[name]) for name in stored)
-    assert model.dataset_meta["classes"] == tuple(info["classes"])
+    assert list(model.dataset_meta["classes"]) == list(info["classes"])
     reference = torch.load(ddp / "params_end_rank0.pth", weights_only=True)
     for name, expected in reference.items():
         torch.testing.assert_close(stored[name], expected, rtol=RTOL, atol=PARAM_ATOL, msg=name)
