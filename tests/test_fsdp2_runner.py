@@ -8,17 +8,16 @@ suite, and on a CUDA GPU with NCCL in the ``gpu`` lane (``pytest -m gpu tests/te
 from __future__ import annotations
 
 import math
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import FlexibleRunner
 from torch import nn
 from torch.distributed.tensor import DTensor
+
+from process_group import one_process_group  # noqa: F401  (the process_group fixture)
 
 import cvx2_backbone  # noqa: F401  (registers the strategy and the optimizer constructor)
 from cvx2_backbone import ConvNeXtV2
@@ -57,27 +56,6 @@ def _batches(count: int = 2 * ITERS):
     generator = torch.Generator().manual_seed(0)
     return [{"inputs": torch.randn(3, 64, 64, generator=generator),
              "labels": torch.randint(0, 4, (2, 2), generator=generator)} for _ in range(count)]
-
-
-@pytest.fixture
-def process_group(request, monkeypatch):
-    device = request.param
-    if dist.is_initialized():
-        pytest.skip("a process group exists already in this process")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                           LOCAL_RANK="0").items():
-        monkeypatch.setenv(key, value)
-    if device == "cuda":
-        torch.cuda.set_device(0)
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    backend = "nccl" if device == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method="env://")
-    yield backend
-    dist.destroy_process_group()
 
 
 def _train(work_dir, strategy: dict, launcher: str, backend: str) -> tuple[FlexibleRunner, LossLog]:
