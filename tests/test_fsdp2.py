@@ -126,7 +126,8 @@ def test_upernet_fsdp2_trains_like_ddp(upernet):
     assert sorted(_losses(upernet.fsdp, 0)) == list(range(1, MAX_ITERS + 1))
 
     # The consolidated checkpoint holds the same parameters as DDP's model at the end, and plain data only.
-    consolidated = torch.load(upernet.fsdp / f"iter_{MAX_ITERS}_consolidated.pth", weights_only=True)
+    checkpoint = upernet.fsdp / f"iter_{MAX_ITERS}_consolidated.pth"
+    consolidated = torch.load(checkpoint, weights_only=True)
     assert set(consolidated) == {"state_dict", "meta"}
     assert consolidated["meta"]["iter"] == MAX_ITERS and consolidated["meta"]["dataset_meta"]["classes"]
     reference = torch.load(upernet.ddp / "params_end_rank0.pth", weights_only=True)
@@ -137,6 +138,10 @@ def test_upernet_fsdp2_trains_like_ddp(upernet):
     assert frozen and all(torch.equal(consolidated["state_dict"][name], start[name]) for name in frozen)
     trained = [name for name in reference if not torch.equal(reference[name], start[name])]
     assert len(trained) == len(reference) - len(frozen)
+
+    from mmseg.apis import init_model
+    model = init_model(str(upernet.fsdp / upernet.config.name), str(checkpoint), device="cpu")
+    assert all(torch.equal(value, consolidated["state_dict"][name]) for name, value in model.state_dict().items())
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ suite, and on a CUDA GPU with NCCL in the ``gpu`` lane (``pytest -m gpu tests/te
 from __future__ import annotations
 
 import math
+import runpy
+from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,8 +23,8 @@ from process_group import one_process_group  # noqa: F401  (the process_group fi
 
 import cvx2_backbone  # noqa: F401  (registers the strategy and the optimizer constructor)
 from cvx2_backbone import ConvNeXtV2
-from cvx2_backbone.engine.sharded_checkpoint import consolidate
 
+ROOT = Path(__file__).resolve().parents[1]
 ITERS = 3
 DEVICES = [pytest.param("cpu", id="cpu-gloo"),
            pytest.param("cuda", id="cuda-nccl", marks=[pytest.mark.gpu, pytest.mark.skipif(
@@ -100,7 +102,10 @@ def test_fsdp2_strategy_trains_like_a_single_device(process_group, tmp_path):
     assert (folder / ".metadata").is_file()
     written = torch.load(tmp_path / "fsdp2" / f"iter_{ITERS}_consolidated.pth", weights_only=True)
     assert written["meta"]["iter"] == ITERS
-    offline = torch.load(consolidate(folder, tmp_path / "offline.pth"), weights_only=True)
+    tool = runpy.run_path(str(ROOT / "tools/consolidate_checkpoint.py"))["main"]  # one process, no group needed
+    assert tool([str(folder), str(tmp_path / "offline.pth")]) == 0
+    assert tool([str(tmp_path)]) == 2  # not a sharded checkpoint: a usage error
+    offline = torch.load(tmp_path / "offline.pth", weights_only=True)
     for name, tensor in final.items():
         assert torch.equal(written["state_dict"][name], tensor) and torch.equal(offline["state_dict"][name], tensor)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,7 +47,9 @@ def train_size(cfg: Any) -> tuple[int, int]:
                 collect(value)
 
     collect(pipeline)
-    long, short = max(scales, key=lambda s: s[0] * s[1])
+    # DETR-style (400..600, 4200) scales only bound the short side (keep_ratio); the other branch's 1333x800 is larger
+    bounded = [scale for scale in scales if max(scale) <= 2048] or scales
+    long, short = max(bounded, key=lambda s: s[0] * s[1])
     return (min(long, short), max(long, short))
 
 
@@ -65,10 +68,18 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return sum(size for ptr, size in storages.items() if ptr not in params)
 
 
+@lru_cache(maxsize=None)
+def _backbone_activations(backbone_type: str, arch: str, measure_size: int) -> int:
+    """Saved-for-backward bytes of one image at ``measure_size``, training mode, drop path off, no ``with_cp``."""
+    from mmengine.registry import MODELS
+
+    backbone = MODELS.build(dict(type=backbone_type, arch=arch, drop_path_rate=0.0)).train()
+    return saved_activation_bytes(backbone, torch.randn(1, 3, measure_size, measure_size))
+
+
 def measure(config: str, gpus: int, measure_size: int) -> dict[str, Any]:
     from mmengine.registry import MODELS, DefaultScope
 
-    import cvx2_backbone
     from cvx2_backbone.engine import load_config
     from cvx2_backbone.engine.sharding import shard_units
 
@@ -86,11 +97,7 @@ def measure(config: str, gpus: int, measure_size: int) -> dict[str, Any]:
         owned.update(id(p) for p in unit.parameters())
         largest = max(largest, size)
 
-    backbone_cfg = {k: v for k, v in cfg.model.backbone.items() if k not in ("type", "init_cfg", "with_cp")}
-    backbone = cvx2_backbone.MODELS.build(dict(type=cfg.model.backbone.type.split(".")[-1], **backbone_cfg))
-    backbone.train()
-    x = torch.randn(1, 3, measure_size, measure_size)
-    per_image = saved_activation_bytes(backbone, x)
+    per_image = _backbone_activations(cfg.model.backbone.type, cfg.model.backbone.arch, measure_size)
     h, w = train_size(cfg)
     batch = cfg.train_dataloader.batch_size
     activations = per_image * (h * w) / (measure_size ** 2) * batch
