@@ -121,3 +121,27 @@ def test_fsdp2_bf16_mixed_precision_keeps_fp32_shards(process_group, tmp_path):
     assert log.losses != reference.losses  # the forward really ran in bf16
 
 
+
+
+def test_resume_and_test_tools_handle_sharded_folders(tmp_path):
+    from mmengine.config import Config
+
+    from cvx2_backbone.engine.config import ConfigError, apply_test_args
+    from cvx2_backbone.engine.resume import newest_loadable
+    from cvx2_backbone.engine.runner import check_weights
+    from cvx2_backbone.usage import UsageError
+
+    complete, partial = tmp_path / "iter_2.pth", tmp_path / "iter_4.pth"
+    for folder in (complete, partial):
+        folder.mkdir()
+        (folder / ".metadata").write_bytes(b"")
+    (complete / "runner_state.pth").write_bytes(b"")  # iter_4 lacks it: the run died before the rename
+    (tmp_path / "last_checkpoint").write_text(str(partial))
+    point = newest_loadable(tmp_path)
+    assert point.path == complete and point.skipped[0][0] == partial
+    with pytest.raises(UsageError, match="runner_state.pth missing"):
+        check_weights(None, str(partial), what="--resume checkpoint")
+    cfg = Config(dict(default_scope="mmdet", test_dataloader=dict(a=1), test_evaluator=dict(a=1),
+                      test_cfg=dict(type="TestLoop")))
+    with pytest.raises(ConfigError, match="tools/consolidate_checkpoint.py"):
+        apply_test_args(cfg, checkpoint=str(complete))
