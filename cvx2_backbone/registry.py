@@ -2,9 +2,10 @@
 
 Everything the package registers lives in child registries with scope ``cvx2_backbone`` under
 mmengine's roots, so configs name it ``cvx2_backbone.<Name>`` (``type='cvx2_backbone.ConvNeXtV2'``,
-``type='cvx2_backbone.CPUAutocastOptimWrapper'``, ``type='cvx2_backbone.ImageFolder'``) from mmdet's
-and mmseg's scopes alike, without importing either of them here. Each registry names the modules that
-fill it (``locations``): mmengine imports them on the first lookup, so importing the package stays cheap.
+``type='cvx2_backbone.CPUAutocastOptimWrapper'``, ``type='cvx2_backbone.ImageFolder'``,
+``strategy=dict(type='cvx2_backbone.FSDP2Strategy')``) from mmdet's and mmseg's scopes alike, without
+importing either of them here. Each registry names the modules that fill it (``locations``): mmengine imports
+them on the first lookup, so importing the package stays cheap.
 The one exception is the layer-decay optimizer constructor, which the public contract names without a
 prefix: it is also registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS``
 (see :mod:`cvx2_backbone.root_registration`).
@@ -18,6 +19,7 @@ from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+from mmengine.registry import STRATEGIES as MMENGINE_STRATEGIES
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
@@ -33,5 +35,6 @@ OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope
                           locations=["cvx2_backbone.engine.device"])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry("optimizer wrapper constructor", parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
                                       scope=SCOPE, locations=["cvx2_backbone.lr_decay.constructor"])
+STRATEGIES = Registry("strategy", parent=MMENGINE_STRATEGIES, scope=SCOPE, locations=["cvx2_backbone.engine.fsdp2"])
 WEIGHT_INITIALIZERS = Registry("weight initializer", parent=MMENGINE_WEIGHT_INITIALIZERS, scope=SCOPE,
                                locations=["cvx2_backbone.weights.initializer"])

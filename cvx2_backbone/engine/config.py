@@ -101,7 +101,7 @@ def apply_train_args(cfg: Config, *, amp: bool = False, resume: str | None = Non
     if resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif resume is not None:
-        if not Path(resume).is_file():
+        if not Path(resume).exists():  # a file, or a sharded (FSDP2) checkpoint folder
             raise FileNotFoundError(f"--resume checkpoint {resume!r} does not exist; pass a .pth from a work dir "
                                     "or plain --resume to continue from the work dir's latest checkpoint")
         cfg.resume, cfg.load_from = True, resume
@@ -110,6 +110,10 @@ def apply_train_args(cfg: Config, *, amp: bool = False, resume: str | None = Non
 def apply_test_args(cfg: Config, *, checkpoint: str, out: str | None = None, show: bool = False,
                     show_dir: str | None = None, wait_time: float = 2.0) -> None:
     """Checkpoint, ``--out`` (mmseg: prediction folder) and ``--show``/``--show-dir`` as the task's tools do."""
+    if Path(checkpoint).is_dir():
+        raise ConfigError(f"checkpoint {checkpoint!r} is a sharded (FSDP2) training checkpoint; test its "
+                          "consolidated file (<name>_consolidated.pth next to it, or make one with "
+                          f"python tools/consolidate_checkpoint.py {checkpoint})")
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist; pass the .pth written by "
                                 "tools/train.py (e.g. work_dirs/<config>/epoch_36.pth)")

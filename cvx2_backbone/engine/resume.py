@@ -16,6 +16,7 @@ from typing import Any
 from ..usage import UsageError
 from ..weights import CheckpointError, UnsafeCheckpointError
 from ..weights.reading import read_file
+from .sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
 
 _PERIODIC = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
 LAST_CHECKPOINT = "last_checkpoint"  # mmengine's pointer file in the work dir
@@ -72,6 +73,12 @@ def newest_loadable(work_dir: str | Path) -> ResumePoint:
     """The newest checkpoint of ``work_dir`` that reads completely (see the module docstring)."""
     skipped: list[tuple[Path, str]] = []
     for path in candidates(work_dir):
+        if is_sharded_checkpoint(path):  # FSDP2's folders: complete once renamed (see .sharded_checkpoint)
+            reason = sharded_checkpoint_problem(path)
+            if reason:
+                skipped.append((path, reason))
+                continue
+            return ResumePoint(path, None, skipped)
         try:
             contents = read_file(path).obj
         except CheckpointError as err:

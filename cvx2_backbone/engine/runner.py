@@ -21,8 +21,9 @@ from typing import Any, Iterator
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
+from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
+from torch import nn
 
 from ..usage import UsageError, user_errors, user_input
 from ..weights import CheckpointError, check_fit
@@ -31,6 +32,7 @@ from .config import apply_test_args, apply_train_args, load_config, scope_of, se
 from .device import adapt_to_cpu
 from .distributed import LAUNCHERS, init_cpu_process_group
 from .resume import newest_loadable
+from .sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
 
 
 def _load(config: str | Path, cfg_options: dict[str, Any] | None, work_dir: str | None, launcher: str) -> Config:
@@ -50,7 +52,10 @@ def _fit_to_machine(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The config's ``runner_type`` if it names one, else mmengine's Runner."""
+    """The config's ``runner_type`` if it names one, else mmengine's ``FlexibleRunner`` for a config with a
+    ``strategy`` (e.g. ``--cfg-options strategy.type=cvx2_backbone.FSDP2Strategy``), else mmengine's Runner."""
+    if cfg.get("strategy") and "runner_type" not in cfg:
+        cfg.runner_type = "FlexibleRunner"
     return RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
 
 
@@ -94,6 +99,13 @@ def config_mistakes() -> Iterator[None]:
             raise UsageError(f"the config does not build: {err}; fix the config or its --cfg-options override "
                              "(--debug shows where it failed)") from err.__cause__
         raise
+def _model_of(runner: Runner) -> nn.Module:
+    """The runner's model; FlexibleRunner builds it only in ``train()``, so a stand-in is built on the meta device
+    (names and shapes, no memory) for checking checkpoints."""
+    if isinstance(runner.model, nn.Module):
+        return runner.model
+    with torch.device("meta"):
+        return MODELS.build(runner.model)
 
 
 def check_weights(runner: Runner, checkpoint: str | None, *, allow_partial: bool = False, contents: Any = None,
@@ -101,10 +113,16 @@ def check_weights(runner: Runner, checkpoint: str | None, *, allow_partial: bool
     """Fail before any work if ``checkpoint`` (a local file the runner will load) does not fit the runner's model."""
     if not checkpoint:
         return
+    if is_sharded_checkpoint(checkpoint):
+        problem = sharded_checkpoint_problem(checkpoint)
+        if problem:
+            raise UsageError(f"{what} {checkpoint} is {problem}; pass another one, or plain --resume to pick the "
+                             "newest complete one")
+        return  # torch.distributed.checkpoint checks names and shapes as it loads
     if contents is None and not Path(checkpoint).is_file():
         print_log(f"{what} {checkpoint} is not a local file: mmengine fetches it, unchecked", logger="current")
         return
-    check_fit(runner.model, contents if contents is not None else checkpoint, allow_partial=allow_partial,
+    check_fit(_model_of(runner), contents if contents is not None else checkpoint, allow_partial=allow_partial,
               label=checkpoint).log()
 
 
@@ -150,6 +168,15 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
     return runner
 
 
+def _without_sharding(cfg: Config) -> None:
+    """Testing needs no sharded training state: an FSDP2 config is evaluated with mmengine's Runner (plain or DDP),
+    from a single-file (consolidated) checkpoint."""
+    if str(cfg.get("strategy", {}).get("type", "")).endswith("FSDP2Strategy"):
+        cfg.pop("strategy")
+        if cfg.get("runner_type") == "FlexibleRunner":
+            cfg.pop("runner_type")
+
+
 def _other_checkpoint_hint(work_dir: str, given: str) -> str:
     try:
         point = newest_loadable(work_dir)
@@ -167,6 +194,7 @@ def test(config: str | Path, checkpoint: str, *, work_dir: str | None = None, ou
          allow_partial: bool = False) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the config's test set; return the metrics (COCO AP, mIoU, ...)."""
     cfg = _load(config, cfg_options, work_dir, launcher)
+    _without_sharding(cfg)
     apply_test_args(cfg, checkpoint=checkpoint, out=out, show=show, show_dir=show_dir, wait_time=wait_time)
     _fit_to_machine(cfg)
     with allow_mmengine_checkpoints():
