@@ -2,7 +2,8 @@
 
 Everything the package registers lives in child registries with scope ``cvx2_backbone`` under
 mmengine's roots, so configs name it ``cvx2_backbone.<Name>`` (``type='cvx2_backbone.ConvNeXtV2'``,
-``type='cvx2_backbone.CPUAutocastOptimWrapper'``, ``type='cvx2_backbone.ImageFolder'``) from mmdet's
+``type='cvx2_backbone.CPUAutocastOptimWrapper'``, ``type='cvx2_backbone.ImageFolder'``,
+``type='cvx2_backbone.PlainCheckpointHook'``) from mmdet's
 and mmseg's scopes alike, without importing either of them here. The one exception is the
 layer-decay optimizer constructor, which the public contract names without a prefix: it is also
 registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS`` (see :mod:`cvx2_backbone.lr_decay`).
@@ -12,6 +13,7 @@ registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS`` (see :mod:`cvx2_bac
 does not import the weights package, which imports the model.
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
@@ -24,6 +26,7 @@ SCOPE = "cvx2_backbone"
 MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE)
 DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE)
 TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE)
+HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["cvx2_backbone.engine.plain_checkpoints"])
 MODEL_WRAPPERS = Registry("model_wrapper", parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE,
                           locations=["cvx2_backbone.engine.distributed"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope=SCOPE,

@@ -3,7 +3,7 @@
 One entry for mmdet and mmseg configs (picked by ``default_scope``), mmdet's command-line flags,
 safe resuming of mmengine checkpoints on torch >= 2.6, and CPU fallbacks (gloo DDP, bfloat16 AMP).
 """
-from .checkpoint_globals import allow_mmengine_checkpoints, mmengine_checkpoint_globals
+from ..checkpoint_globals import allow_mmengine_checkpoints, mmengine_checkpoint_globals
 from .cli import test_main, train_main
 from .config import load_config, scope_of
 from .device import CPUAutocastOptimWrapper, adapt_to_cpu

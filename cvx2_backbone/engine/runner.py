@@ -1,5 +1,6 @@
 """Train and test with mmengine's Runner for any mmdet or mmseg config of this project.
 
+Training saves checkpoints in plain types that every upstream tool loads safely (:mod:`.plain_checkpoints`).
 Before any work, the checkpoint a run will load (``tools/test.py CONFIG CHECKPOINT``,
 ``--resume``, ``--load-from`` or the config's ``load_from``) is checked against the built model
 (:func:`cvx2_backbone.weights.check_fit`): weights of another model are an error, not mmengine's
@@ -20,10 +21,10 @@ from mmengine.runner import Runner
 
 from ..usage import UsageError
 from ..weights import CheckpointError, check_fit
-from .checkpoint_globals import allow_mmengine_checkpoints
 from .config import apply_test_args, apply_train_args, load_config, scope_of, set_work_dir
 from .device import adapt_to_cpu
 from .distributed import LAUNCHERS, init_cpu_process_group
+from .plain_checkpoints import with_plain_checkpoints
 from .resume import newest_loadable
 
 
@@ -78,20 +79,20 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
     ``load_from`` initialises the model from a checkpoint without resuming its optimizer and schedule."""
     cfg = _load(config, cfg_options, work_dir, launcher)
     apply_train_args(cfg, amp=amp, resume=resume, auto_scale_lr=auto_scale_lr, load_from=load_from)
+    with_plain_checkpoints(cfg)
     contents, notes = _resume_point(cfg, resume)
     _fit_to_machine(cfg)
-    with allow_mmengine_checkpoints():
-        runner = build_runner(cfg)
-        for note in notes:
-            print_log(note, logger="current", level=logging.WARNING)
-        what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
-        try:
-            check_weights(runner, cfg.get("load_from"), allow_partial=allow_partial, contents=contents, what=what)
-        except CheckpointError as err:
-            if cfg.get("resume") and resume != "auto":
-                raise UsageError(f"{err}{_other_checkpoint_hint(cfg.work_dir, cfg.load_from)}") from err
-            raise
-        runner.train()
+    runner = build_runner(cfg)
+    for note in notes:
+        print_log(note, logger="current", level=logging.WARNING)
+    what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
+    try:
+        check_weights(runner, cfg.get("load_from"), allow_partial=allow_partial, contents=contents, what=what)
+    except CheckpointError as err:
+        if cfg.get("resume") and resume != "auto":
+            raise UsageError(f"{err}{_other_checkpoint_hint(cfg.work_dir, cfg.load_from)}") from err
+        raise
+    runner.train()
     return runner
 
 
@@ -114,10 +115,9 @@ def test(config: str | Path, checkpoint: str, *, work_dir: str | None = None, ou
     cfg = _load(config, cfg_options, work_dir, launcher)
     apply_test_args(cfg, checkpoint=checkpoint, out=out, show=show, show_dir=show_dir, wait_time=wait_time)
     _fit_to_machine(cfg)
-    with allow_mmengine_checkpoints():
-        runner = build_runner(cfg)
-        check_weights(runner, checkpoint, allow_partial=allow_partial)
-        if out is not None and scope_of(cfg) == "mmdet":
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
-        return runner.test()
+    runner = build_runner(cfg)
+    check_weights(runner, checkpoint, allow_partial=allow_partial)
+    if out is not None and scope_of(cfg) == "mmdet":
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+    return runner.test()
