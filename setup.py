@@ -64,8 +64,9 @@ setup(
         "deploy": DEPLOY,
         "all": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib"])),
         # scikit-image: only its bundled photos, for the FCMAE reconstruction tests (`cvx2 fcmae-show`).
+        # psutil: mmdet's analysis_tools/benchmark.py, run on the demo's config by the tests.
         "test": sorted(set(DET + SEG + HF + DEPLOY + LINT + ["matplotlib", "pytest>=7", "pytest-timeout",
-                                                             "scikit-image"])),
+                                                             "scikit-image", "psutil"])),
     },
     cmdclass={"build_py": BuildWithMimFiles},
 )

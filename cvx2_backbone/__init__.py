@@ -5,16 +5,19 @@ finds every registered type by its ``cvx2_backbone.`` prefix through the registr
 (:mod:`cvx2_backbone.registry`), so ``custom_imports=dict(imports=['cvx2_backbone'])`` with
 ``type='cvx2_backbone.ConvNeXtV2'`` works as before. The layer-decay constructor, named without a
 prefix, is registered in mmengine's root at import by :mod:`cvx2_backbone.root_registration`.
-The command line (``cvx2 --help``) therefore answers without importing torch. Where mmdeploy is (or later gets)
-imported too, this package's rewriters register with it (:mod:`cvx2_backbone.mmdeploy_hook`), so mmdeploy's own
-tools export these models exactly.
+The command line (``cvx2 --help``) therefore answers without importing torch.
+
+Two registrations wait for the module they concern (:func:`cvx2_backbone.import_hooks.after_import`): once torch
+is imported, its safe ``torch.load`` may read mmengine's checkpoints (exactly the types named in
+:mod:`cvx2_backbone.checkpoint_globals`), for every tool that loads them; once mmdeploy is imported, this package's
+rewriters register with it (:mod:`cvx2_backbone.deploy.mmdeploy_plugin`), so mmdeploy's own tools export exactly.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from .mmdeploy_hook import attach_to_mmdeploy
+from .import_hooks import after_import
 from .root_registration import register_root_constructor
 from .version import __version__
 
@@ -24,8 +27,18 @@ _PUBLIC = {
 }
 __all__ = ["FCMAE", "ConvNeXt", "ConvNeXtV2", "FeatureExtractor", "MODELS", "V1_ARCHS", "V2_ARCHS", "__version__"]
 
+
+def _allow_mmengine_checkpoints() -> None:
+    importlib.import_module(".checkpoint_globals", __name__).register()
+
+
+def _register_with_mmdeploy() -> None:
+    importlib.import_module(".deploy.mmdeploy_plugin", __name__)
+
+
 register_root_constructor()
-attach_to_mmdeploy()
+after_import("torch", _allow_mmengine_checkpoints)
+after_import("mmdeploy", _register_with_mmdeploy)
 
 
 def __getattr__(name: str) -> Any:

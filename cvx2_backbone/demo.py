@@ -3,8 +3,11 @@
 With no download and no dataset, ``run_demo`` writes a synthetic COCO instance-segmentation set,
 builds its config in code from mmdet's own ``mask-rcnn_r50_fpn`` model (backbone swapped, widths
 slimmed for a CPU), trains it with mmengine's Runner, scores COCO box/mask AP with mmdet's
-CocoMetric and draws what it learned. The written ``config.py`` runs under ``tools/train.py`` and
-``tools/test.py`` too. A run never replaces an earlier run's outputs: see :func:`prepare_output`.
+CocoMetric and draws what it learned. The written ``config.py`` is a complete mmdet config (mmdet's
+default runtime: visualizer, hooks, ``env_cfg``) and ``detector.pth`` carries the class names and colours in
+``meta.dataset_meta``, so mmdet's own tools (``DetInferencer``, ``init_detector``, ``tools/test.py``,
+``browse_dataset.py``, ...) and this project's ``tools/train.py`` / ``tools/test.py`` take them as they are.
+A run never replaces an earlier run's outputs: see :func:`prepare_output`.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mmengine.hooks import Hook
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from mmengine.config import Config
 
 BASE_MODEL = "mmdet::_base_/models/mask-rcnn_r50_fpn.py"
+BASE_RUNTIME = "mmdet::_base_/default_runtime.py"  # visualizer, env_cfg, hooks: what mmdet's own tools expect
+PALETTE = [(220, 60, 50), (60, 190, 70), (50, 90, 220)]
 MARKER = ".cvx2-demo"  # written first: the folder holds a demo run (complete once metrics.json is there)
 OUTPUTS = ("data", "config.py", "detector.pth", "metrics.json", "run.log", "predictions.png", "loss_curve.png",
            "feature_pyramid.png")
@@ -102,7 +107,7 @@ def build_config(data: dict[str, Any], settings: DemoSettings, work_dir: Path) -
     """An mmengine config: mmdet's Mask R-CNN (R50-FPN) with ConvNeXt V2 atto and the synthetic data."""
     from mmengine.config import Config, ConfigDict
 
-    cfg = Config.fromstring(f"_base_ = [{BASE_MODEL!r}]\n", file_format=".py")
+    cfg = Config.fromstring(f"_base_ = [{BASE_MODEL!r}, {BASE_RUNTIME!r}]\n", file_format=".py")
     channels, classes = settings.neck_channels, len(data["classes"])
     model = cfg.model
     model.backbone = ConfigDict(type="cvx2_backbone.ConvNeXtV2", arch="atto", out_indices=(0, 1, 2, 3),
@@ -120,7 +125,7 @@ def build_config(data: dict[str, Any], settings: DemoSettings, work_dir: Path) -
 
     size = (settings.image_size, settings.image_size)
     warmup = min(settings.warmup_iters, max(1, settings.iters // 5))  # short runs keep most of their iterations
-    meta = dict(classes=tuple(data["classes"]), palette=[(220, 60, 50), (60, 190, 70), (50, 90, 220)][:classes])
+    meta = dataset_meta(data["classes"])
     train_pipeline = [
         dict(type="LoadImageFromFile"),
         dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
@@ -170,11 +175,22 @@ def build_config(data: dict[str, Any], settings: DemoSettings, work_dir: Path) -
             dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, end=max(settings.iters, warmup + 1),
                  eta_min=settings.lr * 0.05),
         ],
-        default_hooks=dict(logger=dict(type="LoggerHook", interval=20), checkpoint=None),  # run_demo saves the model
+        test_pipeline=test_pipeline,  # mmdeploy reads the top-level one
+        # run_demo saves detector.pth itself; `--cfg-options default_hooks.checkpoint.interval=N` saves every N iters
+        default_hooks=dict(logger=dict(interval=20),
+                           checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=-1, save_last=False)),
+        log_processor=dict(by_epoch=False),
+        custom_hooks=[dict(type="cvx2_backbone.PlainCheckpointHook")],
+        env_cfg=dict(cudnn_benchmark=False),
         randomness=dict(seed=settings.seed),
         log_level="WARNING",
     ))
     return cfg
+
+
+def dataset_meta(classes: Sequence[str]) -> dict[str, Any]:
+    """The demo's class names and drawing colours, as mmdet datasets and checkpoints carry them."""
+    return dict(classes=tuple(classes), palette=PALETTE[:len(classes)])
 
 
 class DemoProgress(Hook):
@@ -281,7 +297,8 @@ def _run(output: Path, settings: DemoSettings, echo: Callable[[str], None]) -> D
         runner.train()  # the progress bars go to stderr
     train_seconds = time.perf_counter() - start
     with atomic_path(output / "detector.pth") as tmp:
-        torch.save({"meta": {"demo_settings": asdict(settings)}, "state_dict": runner.model.state_dict()}, tmp)
+        torch.save({"meta": {"dataset_meta": dataset_meta(data["classes"]), "demo_settings": asdict(settings)},
+                    "state_dict": runner.model.state_dict()}, tmp)
 
     echo("3/4 COCO evaluation (mmdet CocoMetric)")
     with open(output / "run.log", "a") as log, contextlib.redirect_stdout(log):

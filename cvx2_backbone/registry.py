@@ -3,9 +3,9 @@
 Everything the package registers lives in child registries with scope ``cvx2_backbone`` under
 mmengine's roots, so configs name it ``cvx2_backbone.<Name>`` (``type='cvx2_backbone.ConvNeXtV2'``,
 ``type='cvx2_backbone.CPUAutocastOptimWrapper'``, ``type='cvx2_backbone.ImageFolder'``,
-``strategy=dict(type='cvx2_backbone.FSDP2Strategy')``) from mmdet's and mmseg's scopes alike, without
-importing either of them here. Each registry names the modules that fill it (``locations``): mmengine imports
-them on the first lookup, so importing the package stays cheap.
+``type='cvx2_backbone.PlainCheckpointHook'``, ``strategy=dict(type='cvx2_backbone.FSDP2Strategy')``) from
+mmdet's and mmseg's scopes alike, without importing either of them here. Each registry names the modules that
+fill it (``locations``): mmengine imports them on the first lookup, so importing the package stays cheap.
 The one exception is the layer-decay optimizer constructor, which the public contract names without a
 prefix: it is also registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS``
 (see :mod:`cvx2_backbone.root_registration`).
@@ -15,6 +15,7 @@ prefix: it is also registered in mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS``
 does not import the weights package, which imports the model.
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
@@ -29,6 +30,7 @@ MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE,
                   locations=["cvx2_backbone.convnext", "cvx2_backbone.fcmae.model"])
 DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=["cvx2_backbone.fcmae.data"])
 TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=["cvx2_backbone.fcmae.data"])
+HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["cvx2_backbone.engine.plain_checkpoints"])
 MODEL_WRAPPERS = Registry("model_wrapper", parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE,
                           locations=["cvx2_backbone.engine.distributed"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope=SCOPE,

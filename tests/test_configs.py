@@ -105,6 +105,7 @@ def test_config_names_what_it_holds(path: Path):
     cfg = _config(path)
     backbone = cfg.model.backbone
     assert "cvx2_backbone" in cfg.custom_imports.imports and cfg.custom_imports.allow_failed_imports is False
+    assert dict(type="cvx2_backbone.PlainCheckpointHook") in cfg.custom_hooks  # checkpoints any safe load reads
     v2 = path.parent.name == "convnextv2"
     assert backbone.type == ("cvx2_backbone.ConvNeXtV2" if v2 else "cvx2_backbone.ConvNeXt")
     assert backbone.arch in path.name

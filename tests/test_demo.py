@@ -1,9 +1,16 @@
 """`cvx2 demo`: the config it builds, and a shortened run that must learn."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("mmdet")
@@ -11,6 +18,9 @@ pytest.importorskip("pycocotools")
 
 from cvx2_backbone.cli import main  # noqa: E402
 from cvx2_backbone.demo import QUICK, DemoSettings, build_config  # noqa: E402
+from test_upstream_checkpoints import load_with_torch_defaults  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_config_is_mmdet_mask_rcnn_with_convnextv2_atto(tmp_path):
@@ -33,7 +43,6 @@ def test_demo_config_is_mmdet_mask_rcnn_with_convnextv2_atto(tmp_path):
 def test_demo_detector_features_read_right_by_mmcv_roi_align(tmp_path):
     """mmcv's RoIAlign reads its input as contiguous NCHW: features in another memory layout give garbage
     RoI features, and the RoI heads cannot learn (the RPN, which uses no RoIAlign, still does)."""
-    import torch
     from mmcv.ops import roi_align
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -51,13 +60,24 @@ def test_demo_detector_features_read_right_by_mmcv_roi_align(tmp_path):
             torch.testing.assert_close(as_given, as_nchw)
 
 
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> dict:
+    """One `cvx2 demo --quick` run, shared by the tests of its outputs."""
+    out = tmp_path_factory.mktemp("quick") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--quick", "-o", str(out)])
+    val_images = sorted((out / "data" / "val2017").glob("*.jpg"))
+    return {"out": out, "code": code, "printed": printed.getvalue(), "config": out / "config.py",
+            "checkpoint": out / "detector.pth", "classes": ("circle", "rectangle", "triangle"),
+            "image": val_images[0], "num_val": len(val_images)}
+
+
 @pytest.mark.slow
-def test_quick_demo_learns_and_writes_its_pictures(tmp_path, capsys):
-    out = tmp_path / "demo"
-    code = main(["demo", "--quick", "-o", str(out)])
-    printed = capsys.readouterr().out
+def test_quick_demo_learns_and_writes_its_pictures(quick_demo):
+    out, printed = quick_demo["out"], quick_demo["printed"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert code == 0, printed
+    assert quick_demo["code"] == 0, printed
     assert metrics["metrics"]["coco/bbox_mAP"] > 0.1 and metrics["metrics"]["coco/segm_mAP"] > 0.1
     assert metrics["settings"]["iters"] == QUICK.iters and f"{out}" in printed
     for name in ("predictions.png", "loss_curve.png", "feature_pyramid.png"):
@@ -66,6 +86,69 @@ def test_quick_demo_learns_and_writes_its_pictures(tmp_path, capsys):
     with Image.open(out / "feature_pyramid.png") as picture:
         assert picture.width > 5 * picture.height  # the image and five FPN levels side by side
     assert (out / "config.py").exists() and (out / "detector.pth").exists()
+
+
+@pytest.mark.slow
+def test_demo_outputs_work_in_mmdet_apis_with_the_demo_class_names(quick_demo, tmp_path):
+    from mmdet.apis import DetInferencer, inference_detector, init_detector
+
+    config, checkpoint, classes = str(quick_demo["config"]), str(quick_demo["checkpoint"]), quick_demo["classes"]
+    assert load_with_torch_defaults(checkpoint)["meta"]["dataset_meta"]["classes"] == classes
+    model = init_detector(config, checkpoint, device="cpu")
+    assert model.dataset_meta["classes"] == classes  # not COCO's names
+    result = inference_detector(model, str(quick_demo["image"]))
+    assert (result.pred_instances.scores > 0.5).any()  # the trained detector finds the shapes
+
+    inferencer = DetInferencer(model=config, weights=checkpoint, device="cpu", show_progress=False)
+    assert inferencer.model.dataset_meta["classes"] == classes
+    assert inferencer.visualizer.dataset_meta["classes"] == classes  # the names drawn on every picture
+    output = inferencer(str(quick_demo["image"]), out_dir=str(tmp_path / "inferred"), return_vis=True)
+    assert (tmp_path / "inferred" / "vis" / quick_demo["image"].name).is_file()
+    assert output["visualization"][0].shape[:2] == Image.open(quick_demo["image"]).size[::-1]
+
+
+def _mmdet_tool(*args: str, cwd: Path) -> str:
+    """Run a script of mmdet's packaged tools (what `mim run mmdet` runs) unmodified, in a fresh interpreter."""
+    import mmdet
+    script = Path(mmdet.__file__).parent / ".mim" / "tools" / args[0]
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, str(script), *args[1:]], cwd=cwd, env=dict(env, OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{args[0]} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_mmdet_own_tools_take_the_demo_outputs_unmodified(quick_demo, tmp_path):
+    config, checkpoint = str(quick_demo["config"]), str(quick_demo["checkpoint"])
+    shown = tmp_path / "shown"
+    _mmdet_tool("test.py", config, checkpoint, "--work-dir", str(tmp_path / "test"), "--show-dir", str(shown),
+                cwd=tmp_path)
+    assert len(list(shown.glob("*.jpg"))) == quick_demo["num_val"]  # one drawn prediction per test image
+
+    browsed = tmp_path / "browsed"
+    _mmdet_tool("analysis_tools/browse_dataset.py", config, "--output-dir", str(browsed), "--not-show",
+                cwd=tmp_path)
+    annotations = json.loads((quick_demo["out"] / "data/annotations/instances_train2017.json").read_text())
+    assert len(list(browsed.glob("*.jpg"))) == len({a["image_id"] for a in annotations["annotations"]})
+
+    # further training, with checkpoints switched on from the command line
+    work = tmp_path / "train"
+    _mmdet_tool("train.py", config, "--work-dir", str(work), "--cfg-options", "default_hooks.checkpoint.interval=2",
+                "train_cfg.max_iters=4", "train_cfg.val_interval=100", cwd=tmp_path)
+    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_2.pth", "iter_4.pth"]
+    saved = load_with_torch_defaults(work / "iter_4.pth")  # plain types: no allowance needed
+    assert saved["meta"]["dataset_meta"]["classes"] == quick_demo["classes"] and saved["meta"]["iter"] == 4
+
+
+@pytest.mark.slow
+def test_mmdet_dataloader_benchmark_takes_the_demo_config(quick_demo, tmp_path):
+    pytest.importorskip("psutil")  # mmdet's benchmark needs it (the test extra installs it)
+    _mmdet_tool("analysis_tools/benchmark.py", str(quick_demo["config"]), "--task", "dataloader", "--max-iter", "6",
+                "--log-interval", "2", "--num-warmup", "1", "--work-dir", str(tmp_path / "bench"), cwd=tmp_path)
+    log = (tmp_path / "bench" / "benchmark.log").read_text()
+    assert "Overall fps" in log  # the benchmark's own result line: it loaded the demo's test set
 
 
 @pytest.mark.heavy

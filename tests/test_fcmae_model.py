@@ -214,7 +214,9 @@ def test_package_exports_and_registries():
     assert DATASETS.get("cvx2_backbone.ImageFolder") is ImageFolder
     for name in ("LoadImage", "Torchvision", "PackImage"):
         assert TRANSFORMS.get(f"cvx2_backbone.{name}") is not None
-    assert Config.fromfile(str(FCMAE_CONFIGS[0])).custom_imports.imports == ["cvx2_backbone"]
+    cfg = Config.fromfile(str(FCMAE_CONFIGS[0]))
+    assert cfg.custom_imports.imports == ["cvx2_backbone"]
+    assert cfg.custom_hooks == [dict(type="cvx2_backbone.PlainCheckpointHook")]
 
 
 # --- the image folder -------------------------------------------------------------------------

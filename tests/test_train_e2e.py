@@ -138,9 +138,7 @@ def metrics_of(output: str) -> dict[str, float]:
 
 
 def _meta(checkpoint: Path) -> dict[str, Any]:
-    from cvx2_backbone.engine import allow_mmengine_checkpoints
-    with allow_mmengine_checkpoints():  # also proves the safe loader reads what the tools wrote
-        return torch.load(checkpoint, map_location="cpu")["meta"]
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["meta"]  # the tools save plain types
 
 
 DET_SIZE, SEG_SIZE = 96, 48
@@ -253,46 +251,6 @@ def test_synthetic_sets_match_their_annotations(tmp_path):
 
 
 # --- the engine's pieces, without subprocesses ----------------------------------------------------
-
-class _GetattrOn:
-    """Pickles as ``getattr(owner, name)``, the way HistoryBuffer's methods end up in checkpoints."""
-
-    def __init__(self, owner, name):
-        self.owner, self.name = owner, name
-
-    def __reduce__(self):
-        return getattr, (self.owner, self.name)
-
-
-def test_safe_loading_allows_mmengine_objects_only(tmp_path):
-    import pickle
-
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-
-    from cvx2_backbone.engine import allow_mmengine_checkpoints
-
-    buffer = HistoryBuffer()
-    buffer.update(0.5)
-    good = tmp_path / "good.pth"
-    torch.save({"hub": buffer, "arr": np.arange(3), "scalar": np.float64(1.5),
-                "method": _GetattrOn(HistoryBuffer, "mean")}, good)
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(good)  # torch's default: refused
-    with allow_mmengine_checkpoints():
-        loaded = torch.load(good)
-    assert loaded["hub"].mean() == 0.5 and loaded["arr"].tolist() == [0, 1, 2]
-    assert loaded["method"] is HistoryBuffer.mean
-
-    for name, payload in (("not_a_statistic", _GetattrOn(HistoryBuffer, "update")),
-                          ("other_owner", _GetattrOn(np.ndarray, "tofile")), ("function", os.getcwd)):
-        bad = tmp_path / f"{name}.pth"
-        torch.save({"x": payload}, bad)
-        with allow_mmengine_checkpoints(), pytest.raises(pickle.UnpicklingError):
-            torch.load(bad)
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(good)  # the allowance ends with the block
-
 
 @pytest.mark.parametrize("native_bf16", [True, False], ids=["bf16-cpu", "avx2-cpu"])
 def test_cpu_adaptation_of_configs(monkeypatch, native_bf16):

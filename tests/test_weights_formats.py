@@ -63,7 +63,7 @@ def test_detector_checkpoint_with_training_state_loads_output_norms_and_neck(tmp
     assert_same_outputs(source, model, image())  # output norms included
     assert not report.norms_not_in_checkpoint and not report.unexpected
     assert report.discarded == {"rpn_head": 1, "roi_head": 1}
-    assert any("HistoryBuffer" in n for n in report.notes)
+    assert not any("skipped" in n for n in report.notes)  # mmengine's objects are allowed by importing the package
     assert list(read_checkpoint(path).neck) == ["lateral_convs.0.conv.weight"]
 
 

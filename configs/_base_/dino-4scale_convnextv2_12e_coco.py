@@ -6,6 +6,8 @@
 # everywhere else. Model files set arch, drop path, init_cfg and neck.in_channels (= backbone out_channels).
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
 custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+# checkpoints saved as plain tensors and numbers, which every torch.load(weights_only=True) reads
+custom_hooks = [dict(type='cvx2_backbone.PlainCheckpointHook')]
 
 model = dict(
     backbone=dict(

@@ -2,6 +2,8 @@
 # save_ckpt_num), the loss curve in <work_dir>/<timestamp>/vis_data/scalars.json, a different seed per rank.
 default_scope = 'cvx2_backbone'
 custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+# checkpoints saved as plain tensors and numbers, which every torch.load(weights_only=True) reads
+custom_hooks = [dict(type='cvx2_backbone.PlainCheckpointHook')]
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),

@@ -6,6 +6,8 @@ _base_ = [
     './models/mask2former_convnextv2.py',
 ]
 custom_imports = dict(imports=['mmdet.models', 'cvx2_backbone'], allow_failed_imports=False)
+# checkpoints saved as plain tensors and numbers, which every torch.load(weights_only=True) reads
+custom_hooks = [dict(type='cvx2_backbone.PlainCheckpointHook')]
 
 model = dict(
     backbone=dict(_base_.mask2former_backbone, arch='large'),

@@ -15,9 +15,9 @@ seconds per export (measured with cProfile on the 2-core machine).
 
 :mod:`.mmdeploy_plugin` registers a rewriter of ``torch.onnx.export`` with mmdeploy, active only inside mmdeploy's
 ONNX export context, that exports with ``dynamo=False`` by default under :func:`rewriting_fixes` (``_cast_Long``
-supplied, frames looked up directly). :func:`attach_to_mmdeploy` (:mod:`cvx2_backbone.mmdeploy_hook`),
-which ``import cvx2_backbone`` calls, registers it (and the exact rewriters of :mod:`.mmdeploy_exact`) in every
-process that imports both packages, in either order: mmdeploy's ``tools/deploy.py`` workers import this package
+supplied, frames looked up directly). ``import cvx2_backbone`` registers it (and the exact rewriters of
+:mod:`.mmdeploy_exact`) in every process that imports both packages, in either order
+(:func:`cvx2_backbone.import_hooks.after_import`): mmdeploy's ``tools/deploy.py`` workers import this package
 through the model config's ``custom_imports`` before they export.
 """
 from __future__ import annotations
@@ -28,8 +28,6 @@ import sys
 from typing import Any, Callable, Iterator
 
 import torch
-
-from ..mmdeploy_hook import _register_with_mmdeploy, attach_to_mmdeploy  # noqa: F401  (re-exported)
 
 MMDEPLOY_VERSION = "1.3.1"  # the version these fixes were written for and tested with
 INSTALL_HINT = ("install mmdeploy 1.3.1 without its declared dependencies (it pins protobuf<=3.20.2, which "
@@ -94,4 +92,7 @@ def torchscript_by_default(export: Callable, kwargs: dict) -> dict:
         return {"dynamo": False, **kwargs}
     return kwargs
 
+
+def _register_with_mmdeploy() -> None:
+    from . import mmdeploy_plugin  # noqa: F401  (registers the rewriters, once per process)
 

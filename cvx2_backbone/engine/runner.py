@@ -1,5 +1,6 @@
 """Train and test with mmengine's Runner for any mmdet or mmseg config of this project.
 
+Training saves checkpoints in plain types that every upstream tool loads safely (:mod:`.plain_checkpoints`).
 Before any work, the checkpoint a run will load (``tools/test.py CONFIG CHECKPOINT``,
 ``--resume``, ``--load-from`` or the config's ``load_from``) is checked against the built model
 (:func:`cvx2_backbone.weights.check_fit`): weights of another model are an error, not mmengine's
@@ -27,10 +28,10 @@ from torch import nn
 
 from ..usage import UsageError, user_errors, user_input
 from ..weights import CheckpointError, check_fit
-from .checkpoint_globals import allow_mmengine_checkpoints
 from .config import apply_test_args, apply_train_args, load_config, scope_of, set_work_dir
 from .device import adapt_to_cpu
 from .distributed import LAUNCHERS, init_cpu_process_group
+from .plain_checkpoints import with_plain_checkpoints
 from .resume import newest_loadable
 from .sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
 
@@ -145,26 +146,26 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
     ``load_from`` initialises the model from a checkpoint without resuming its optimizer and schedule."""
     cfg = _load(config, cfg_options, work_dir, launcher)
     apply_train_args(cfg, amp=amp, resume=resume, auto_scale_lr=auto_scale_lr, load_from=load_from)
+    with_plain_checkpoints(cfg)
     contents, notes = _resume_point(cfg, resume)
     _fit_to_machine(cfg)
-    with allow_mmengine_checkpoints():
-        with refusal_cleanup(cfg):
-            with config_mistakes():
-                runner = build_runner(cfg)
-                if isinstance(runner, Runner):  # built now, as Runner.train() would, so that mistakes stop here
-                    _ = runner.train_loop
-                    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
-            for note in notes:
-                print_log(note, logger="current", level=logging.WARNING)
-            what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
-            try:
-                check_weights(runner, cfg.get("load_from"), allow_partial=allow_partial, contents=contents,
-                              what=what)
-            except CheckpointError as err:
-                if cfg.get("resume") and resume != "auto":
-                    raise UsageError(f"{err}{_other_checkpoint_hint(cfg.work_dir, cfg.load_from)}") from err
-                raise
-        runner.train()
+    with refusal_cleanup(cfg):
+        with config_mistakes():
+            runner = build_runner(cfg)
+            if isinstance(runner, Runner):  # built now, as Runner.train() would, so that mistakes stop here
+                _ = runner.train_loop
+                runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+        for note in notes:
+            print_log(note, logger="current", level=logging.WARNING)
+        what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
+        try:
+            check_weights(runner, cfg.get("load_from"), allow_partial=allow_partial, contents=contents,
+                          what=what)
+        except CheckpointError as err:
+            if cfg.get("resume") and resume != "auto":
+                raise UsageError(f"{err}{_other_checkpoint_hint(cfg.work_dir, cfg.load_from)}") from err
+            raise
+    runner.train()
     return runner
 
 
@@ -197,13 +198,12 @@ def test(config: str | Path, checkpoint: str, *, work_dir: str | None = None, ou
     _without_sharding(cfg)
     apply_test_args(cfg, checkpoint=checkpoint, out=out, show=show, show_dir=show_dir, wait_time=wait_time)
     _fit_to_machine(cfg)
-    with allow_mmengine_checkpoints():
-        with refusal_cleanup(cfg):
-            with config_mistakes():
-                runner = build_runner(cfg)
-                _ = runner.test_loop  # built now, as runner.test() would, so that its mistakes stop the run here
-            check_weights(runner, checkpoint, allow_partial=allow_partial)
-        if out is not None and scope_of(cfg) == "mmdet":
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
-        return runner.test()
+    with refusal_cleanup(cfg):
+        with config_mistakes():
+            runner = build_runner(cfg)
+            _ = runner.test_loop  # built now, as runner.test() would, so that its mistakes stop the run here
+        check_weights(runner, checkpoint, allow_partial=allow_partial)
+    if out is not None and scope_of(cfg) == "mmdet":
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+    return runner.test()

@@ -22,7 +22,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from ..files import atomic_path
-from .checkpoint_globals import allow_mmengine_checkpoints
+from ..checkpoint_globals import allow_mmengine_checkpoints
 
 SHARDED_KEYS = ("state_dict", "optimizer")  # saved through DCP, sharded
 RUNNER_STATE = "runner_state.pth"

@@ -2,6 +2,8 @@
 # (SyncBN) trained with GIoU loss on decoded boxes.
 _base_ = 'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py'
 custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+# checkpoints saved as plain tensors and numbers, which every torch.load(weights_only=True) reads
+custom_hooks = [dict(type='cvx2_backbone.PlainCheckpointHook')]
 
 
 def _box_head(target_stds):

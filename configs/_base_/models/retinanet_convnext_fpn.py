@@ -3,6 +3,8 @@
 # Model files set arch, drop_path_rate, init_cfg and the matching neck.in_channels.
 _base_ = 'mmdet::_base_/models/retinanet_r50_fpn.py'
 custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+# checkpoints saved as plain tensors and numbers, which every torch.load(weights_only=True) reads
+custom_hooks = [dict(type='cvx2_backbone.PlainCheckpointHook')]
 
 model = dict(
     backbone=dict(

@@ -2,6 +2,8 @@
 # Model files set arch, drop_path_rate, init_cfg and the heads' in_channels.
 _base_ = 'mmseg::_base_/models/upernet_r50.py'
 custom_imports = dict(imports=['cvx2_backbone'], allow_failed_imports=False)
+# checkpoints saved as plain tensors and numbers, which every torch.load(weights_only=True) reads
+custom_hooks = [dict(type='cvx2_backbone.PlainCheckpointHook')]
 
 model = dict(
     pretrained=None,

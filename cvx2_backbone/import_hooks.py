@@ -1,20 +1,15 @@
-"""Registers this package's mmdeploy rewriters whenever mmdeploy is imported too, without importing torch here.
+"""Run an action once a module is imported, whenever that happens, without importing it here.
 
-``import cvx2_backbone`` calls :func:`attach_to_mmdeploy`: with mmdeploy already imported the rewriters of
-:mod:`cvx2_backbone.deploy.mmdeploy_plugin` register at once, otherwise an import hook registers them right after
-mmdeploy is imported (as in mmdeploy's ``tools/deploy.py`` workers). See :mod:`cvx2_backbone.deploy.mmdeploy_compat`.
+``import cvx2_backbone`` stays free of torch (the command line answers ``--help`` at once) yet must act on modules
+other code imports later: torch's safe-loading allow-list (:mod:`cvx2_backbone.checkpoint_globals`) and mmdeploy's
+rewriter registry (:mod:`cvx2_backbone.deploy.mmdeploy_plugin`, reached in mmdeploy's ``tools/deploy.py`` workers).
 """
 from __future__ import annotations
 
-import importlib
 import importlib.abc
 import importlib.util
 import sys
 from typing import Any, Callable
-
-
-def _register_with_mmdeploy() -> None:
-    importlib.import_module("cvx2_backbone.deploy.mmdeploy_plugin")  # registers the rewriters, once per process
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -44,11 +39,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-def attach_to_mmdeploy() -> None:
-    """Register this package's rewriters with mmdeploy now if it is imported, else right after it is imported.
-
-    Registration changes nothing outside mmdeploy's rewriter contexts; ``torch.onnx.export`` stays torch's own."""
-    if sys.modules.get("mmdeploy") is not None:  # None: blocked, as ``import`` treats it
-        _register_with_mmdeploy()
-    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport("mmdeploy", _register_with_mmdeploy))
+def after_import(name: str, action: Callable[[], None]) -> None:
+    """Run ``action`` now if the top-level module ``name`` is imported, else right after it is (once)."""
+    if sys.modules.get(name) is not None:  # None: blocked, as ``import`` treats it
+        action()
+    elif not any(isinstance(f, _AfterImport) and f.name == name and f.action is action for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, action))

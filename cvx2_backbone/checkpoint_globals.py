@@ -1,10 +1,12 @@
-"""Let torch >= 2.6's safe ``torch.load`` read mmengine's own checkpoints, and nothing more.
+"""Let torch's safe ``torch.load`` (``weights_only=True``, its default since 2.6) read mmengine checkpoints.
 
-mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; since torch 2.6 that means
-``weights_only=True``, which refuses the objects a Runner checkpoint stores next to the weights:
-the message hub's ``HistoryBuffer`` (numpy arrays and scalars inside, and its statistics methods
-pickled as ``getattr(HistoryBuffer, 'min')``). Instead of switching safe loading off, these exact
-globals are allowed while the tools run; every other global is still refused.
+mmengine 0.10 pickles its message hub next to the weights: ``HistoryBuffer`` objects holding numpy arrays, numpy
+scalars and dtypes, and the buffer's statistics methods as ``getattr(HistoryBuffer, 'mean')``. Importing
+``cvx2_backbone`` (every config of the project does, through ``custom_imports``, before any upstream tool loads
+weights) adds exactly these to torch's allow-list (:func:`register`), so ``init_detector``, ``DetInferencer``,
+mmseg's ``init_model``, the packaged ``tools/test.py`` and mmdeploy read checkpoints of any mmengine run; every other
+global, a function that runs commands included, is still refused. Checkpoints this project's runs write need none
+of it (:mod:`cvx2_backbone.engine.plain_checkpoints`).
 """
 from __future__ import annotations
 
@@ -16,12 +18,11 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-
 _DEFAULT_STATISTICS = ("current", "max", "mean", "min")
 
 
 def _history_buffer_method(owner: Any, name: str) -> Callable:
-    """Stand-in for ``getattr`` that resolves only HistoryBuffer's statistics methods."""
+    """Stands in for ``builtins.getattr`` in safe loads: resolves HistoryBuffer's statistics methods only."""
     allowed = set(_DEFAULT_STATISTICS) | set(HistoryBuffer._statistics_methods)
     if owner is HistoryBuffer and name in allowed and hasattr(HistoryBuffer, name):
         return getattr(HistoryBuffer, name)
@@ -32,14 +33,16 @@ def _history_buffer_method(owner: Any, name: str) -> Callable:
 
 
 def _numpy_globals() -> list[Callable | tuple[Callable, str]]:
-    """numpy's array/scalar/dtype rebuilders, under numpy 2's and numpy 1's module names."""
+    """numpy arrays, scalars and dtypes: their types and the two rebuild functions, under numpy 2's and numpy 1's
+    module names (files written with numpy 1 name ``numpy.core``)."""
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
     allowed: list[Callable | tuple[Callable, str]] = [np.ndarray, np.dtype]
     for name in ("_reconstruct", "scalar"):
         function = getattr(multiarray, name)
         for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
             allowed.append((function, f"{module}.{name}"))
-    # numpy >= 1.25 may pickle dtypes through their classes (numpy.dtypes.Float64DType, ...).
+    # A dtype is unpickled as np.dtype(...) and then given its state, which torch allows only for listed types:
+    # the dtype's own class (numpy.dtypes.Float64DType, ...).
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
         allowed += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")]
@@ -51,8 +54,13 @@ def mmengine_checkpoint_globals() -> list[Callable | tuple[Callable, str]]:
     return [HistoryBuffer, (_history_buffer_method, "builtins.getattr"), *_numpy_globals()]
 
 
+def register() -> None:
+    """Allow :func:`mmengine_checkpoint_globals` in every later safe ``torch.load`` of this process."""
+    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+
+
 @contextmanager
 def allow_mmengine_checkpoints() -> Iterator[None]:
-    """Within this block ``torch.load`` (safe mode) also accepts mmengine's checkpoint objects."""
+    """The same allowance within a block; importing the package has already made it for the whole process."""
     with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
         yield
