@@ -29,11 +29,11 @@ __all__ = ["FCMAE", "ConvNeXt", "ConvNeXtV2", "FeatureExtractor", "MODELS", "V1_
 
 
 def _allow_mmengine_checkpoints() -> None:
-    importlib.import_module(".checkpoint_globals", __name__).register()
+    importlib.import_module(".checkpoint_globals", __name__)  # registers on import (once, even mid-import)
 
 
 def _register_with_mmdeploy() -> None:
-    importlib.import_module(".deploy.mmdeploy_plugin", __name__)
+    importlib.import_module(".deploy.mmdeploy_plugin", __name__)  # registers on import, likewise
 
 
 register_root_constructor()

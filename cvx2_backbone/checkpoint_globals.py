@@ -64,3 +64,6 @@ def allow_mmengine_checkpoints() -> Iterator[None]:
     """The same allowance within a block; importing the package has already made it for the whole process."""
     with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
         yield
+
+
+register()  # importing this module is what ``import cvx2_backbone`` arranges once torch is imported

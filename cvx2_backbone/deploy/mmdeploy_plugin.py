@@ -5,7 +5,9 @@ enters a ``RewriterContext`` and then calls ``torch.onnx.export``. The rewriter 
 inside that context only (mmdeploy puts the original back on exit), so every mmdeploy ONNX export in the process
 runs the TorchScript exporter with the fixes of :func:`.mmdeploy_compat.rewriting_fixes`, and the ConvNeXt blocks
 trace their plain ops with GRN's norms in the form that stays finite in fp16 (what ``cvx2 export`` traces too).
-Importing this module also registers the exact head rewriters of :mod:`.mmdeploy_exact`.
+Importing this module also registers the exact head rewriters of :mod:`.mmdeploy_exact`, and imports the backbone
+module: its ``torch.fx.wrap`` call must not happen inside an mmdeploy context, whose exit undoes wraps added there
+by list position (``pop(-1)``), which torch 2.15's dict of wrapped functions refuses (``KeyError: -1``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from mmdeploy.core import FUNCTION_REWRITER
 from mmdeploy.utils import IR
 
+from .. import convnext  # noqa: F401  (its torch.fx.wrap must run outside mmdeploy's contexts, see below)
 from ..ops import fp16_safe_statistics, plain_ops
 from . import mmdeploy_exact  # noqa: F401  (registers the exact rewriters)
 from .mmdeploy_compat import rewriting_fixes, torchscript_by_default

@@ -42,7 +42,17 @@ def _load(config: str | Path, cfg_options: dict[str, Any] | None, work_dir: str 
     cfg = load_config(config, cfg_options)
     cfg.launcher = launcher
     set_work_dir(cfg, config, work_dir)
+    _own_visualizer(cfg)
     return cfg
+
+
+def _own_visualizer(cfg: Config) -> None:
+    """Let mmengine name the visualizer after the run: with a fixed name (mmdet's and mmseg's runtimes say
+    'visualizer') a second run in the same process reuses the first run's instance, which writes into that run's
+    folder (gone, if the first run was refused)."""
+    visualizer = cfg.get("visualizer")
+    if isinstance(visualizer, dict):
+        visualizer.pop("name", None)
 
 
 def _fit_to_machine(cfg: Config) -> None:
