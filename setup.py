@@ -65,8 +65,11 @@ setup(
         "all": sorted(set(DET + SEG + HF + DEPLOY + ["matplotlib"])),
         # scikit-image: only its bundled photos, for the FCMAE reconstruction tests (`cvx2 fcmae-show`).
         # psutil: mmdet's analysis_tools/benchmark.py, run on the demo's config by the tests.
+        # click .. tabulate: what openmim needs to run (tools/setup_env.sh installs openmim itself without its
+        # declared dependencies, which pin old setuptools/requests/rich through opendatalab).
         "test": sorted(set(DET + SEG + HF + DEPLOY + LINT + ["matplotlib", "pytest>=7", "pytest-timeout",
-                                                             "scikit-image", "psutil"])),
+                                                             "scikit-image", "psutil", "click", "colorama",
+                                                             "model-index", "pandas", "requests", "tabulate"])),
     },
     cmdclass={"build_py": BuildWithMimFiles},
 )

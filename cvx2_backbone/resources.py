@@ -16,7 +16,7 @@ def resource_root() -> Path:
     """The folder holding ``configs/``, ``tools/`` and ``model-index.yml``: ``.mim`` in a wheel, else the checkout."""
     for root in (PACKAGE_DIR / ".mim", PACKAGE_DIR.parent):
         if (root / "configs").is_dir():
-            return root
+            return (root / "configs").resolve().parent  # a checkout's .mim (made for mim) links back to it
     raise FileNotFoundError(f"no configs/ next to {PACKAGE_DIR}: this installation of cvx2_backbone lacks its "
                             "configs; reinstall it from a wheel or a source checkout")
 

@@ -92,12 +92,25 @@ else
 fi
 
 pip_install -q -c "$CONSTRAINTS" -e ".[test]"
-# Two packages go in without their declared dependencies, because they declare pins this stack cannot meet
+# Three packages go in without their declared dependencies, because they declare pins this stack cannot meet
 # although their code runs on it:
+# - openmim 0.3.9 (`mim train|test|run cvx2_backbone ...`) declares opendatalab, which pins old setuptools, requests
+#   and rich; mim runs without it (its needs are in the test extra);
 # - mmdeploy 1.3.1 declares protobuf<=3.20.2, which onnx >= 1.16 rules out; it runs with current protobuf
 #   (docs/deployment.md); the one dependency it needs, aenum, is in the deploy extra;
 # - panopticapi (COCO panoptic quality; mmdet's CocoPanopticMetric and LoadPanopticAnnotations import it) is not on
 #   PyPI under that name: panopticapi-lite ships its modules unchanged but declares numpy<2 (numpy, pillow and
 #   pycocotools are already here; matplotlib and scikit-image are only used by scripts mmdet never imports).
-pip_install -q --no-deps -c "$CONSTRAINTS" mmdeploy panopticapi-lite
+pip_install -q --no-deps -c "$CONSTRAINTS" mmdeploy panopticapi-lite openmim
+
+# mim looks for a package's tools and configs in <site-packages>/<package>/.mim, which an editable install does not
+# make (setuptools puts an import hook there, not the package). Give it what a develop-mode mmdet has: .mim links to
+# configs/, tools/ and the model index inside the checkout's package (git-ignored), and the package linked into
+# site-packages, unless something else is installed under that name.
+mkdir -p cvx2_backbone/.mim
+for item in configs tools model-index.yml; do ln -sfn "../../$item" "cvx2_backbone/.mim/$item"; done
+site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [[ -L "$site/cvx2_backbone" || ! -e "$site/cvx2_backbone" ]]; then
+  ln -sfn "$ROOT/cvx2_backbone" "$site/cvx2_backbone"
+fi
 echo "[setup] done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, timm; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")')"
