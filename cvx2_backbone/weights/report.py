@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from .arch import ArchSpec
 from .errors import ArchMismatchError, CheckpointError
 
-_OUTPUT_NORM = re.compile(r"^(norm\d+|norm_stem)\.")
-_HEAD = re.compile(r"^(norm|head)\.")
+OUTPUT_NORM = re.compile(r"^(norm\d+|norm_stem)\.")  # the backbone's per-output LayerNorms
+CLASSIFIER = re.compile(r"^(norm|head)\.")  # a classification model's final norm and head
 
 
 @dataclass
@@ -137,21 +137,21 @@ def match_keys(state_dict: Mapping[str, Tensor], model: nn.Module, source: str,
         raise ArchMismatchError(f"weights from {source} do not fit the backbone, shapes differ: "
                                 f"{examples(mismatched, 8)}")
     missing = [k for k in expected if k not in state_dict]
-    missing_core = [k for k in missing if not _OUTPUT_NORM.match(k)]
+    missing_core = [k for k in missing if not OUTPUT_NORM.match(k)]
     if missing_core and not allow_partial:
         raise CheckpointError(f"weights from {source} lack {len(missing_core)} of the backbone's tensors "
                               f"({examples(missing_core)}): the checkpoint is incomplete or of another model; "
                               f"to load what is there anyway, pass {OPT_IN}")
     extra = [k for k in state_dict if k not in expected]
-    unexpected = [k for k in extra if not (_OUTPUT_NORM.match(k) or _HEAD.match(k))]
+    unexpected = [k for k in extra if not (OUTPUT_NORM.match(k) or CLASSIFIER.match(k))]
     if unexpected and not allow_partial:
         raise CheckpointError(f"weights from {source} hold {len(unexpected)} tensors the backbone does not have "
                               f"({examples(unexpected)}), which would be ignored: check that this is the checkpoint "
                               f"you mean; to load the rest anyway, pass {OPT_IN}")
     categories = {
-        "norms_not_in_checkpoint": [k for k in missing if _OUTPUT_NORM.match(k)],
-        "norms_not_in_model": [k for k in extra if _OUTPUT_NORM.match(k)],
-        "head_unused": [k for k in extra if _HEAD.match(k)],
+        "norms_not_in_checkpoint": [k for k in missing if OUTPUT_NORM.match(k)],
+        "norms_not_in_model": [k for k in extra if OUTPUT_NORM.match(k)],
+        "head_unused": [k for k in extra if CLASSIFIER.match(k)],
         "unexpected": unexpected,
         "missing": missing_core,
         "mismatched": mismatched,

@@ -1,7 +1,6 @@
 """What every writer shares: the result type, tensors shaped as the target stores them, and file writing."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -15,8 +14,6 @@ if TYPE_CHECKING:
     from ..arch import ArchSpec
 
 SAFETENSORS_SUFFIX = ".safetensors"
-OUTPUT_NORM = re.compile(r"^(norm\d+|norm_stem)\.")
-CLASSIFIER = re.compile(r"^(norm|head)\.")
 
 
 @dataclass

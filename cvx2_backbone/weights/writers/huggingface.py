@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ...convnext import canonical_activation
 from ..errors import CheckpointError
 from ..formats.rename import compile_rules, rename_key
-from .common import (CLASSIFIER, OUTPUT_NORM, Written, activation_notes, fill_from, fit_shapes, modules_of,
+from ..report import CLASSIFIER, OUTPUT_NORM
+from .common import (Written, activation_notes, fill_from, fit_shapes, modules_of,
                      save_pretrained)
 
 if TYPE_CHECKING:

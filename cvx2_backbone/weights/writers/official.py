@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import OUTPUT_NORM, Written, modules_of, save_tensors
+from ..report import OUTPUT_NORM
+from .common import Written, modules_of, save_tensors
 
 if TYPE_CHECKING:
     from ..loader import Checkpoint

@@ -16,7 +16,8 @@ import torch
 from ...convnext import canonical_activation
 from ..errors import CheckpointError
 from ..formats.rename import compile_rules, rename_key
-from .common import OUTPUT_NORM, Written, activation_notes, fit_shapes, modules_of, save_tensors
+from ..report import OUTPUT_NORM
+from .common import Written, activation_notes, fit_shapes, modules_of, save_tensors
 
 if TYPE_CHECKING:
     from ..arch import ArchSpec
