@@ -11,8 +11,7 @@ of it (:mod:`cvx2_backbone.engine.plain_checkpoints`).
 from __future__ import annotations
 
 import pickle
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -57,13 +56,6 @@ def mmengine_checkpoint_globals() -> list[Callable | tuple[Callable, str]]:
 def register() -> None:
     """Allow :func:`mmengine_checkpoint_globals` in every later safe ``torch.load`` of this process."""
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
-
-
-@contextmanager
-def allow_mmengine_checkpoints() -> Iterator[None]:
-    """The same allowance within a block; importing the package has already made it for the whole process."""
-    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
-        yield
 
 
 register()  # importing this module is what ``import cvx2_backbone`` arranges once torch is imported

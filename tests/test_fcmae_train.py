@@ -14,7 +14,6 @@ from test_train_e2e import DET_CONFIG, as_cli, det_options, run_tool
 
 from cvx2_backbone.cli import main as cvx2
 from cvx2_backbone.datasets import make_coco_shapes
-from cvx2_backbone.engine import allow_mmengine_checkpoints
 from cvx2_backbone.fcmae.show import sample_photos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +34,7 @@ def _images(root: Path, count: int = 5) -> Path:
 
 
 def _load(path: Path) -> dict:
-    with allow_mmengine_checkpoints():
-        return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_pretrain_with_tools_train_then_mask_rcnn_starts_from_the_checkpoint(tmp_path):

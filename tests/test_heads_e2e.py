@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from cvx2_backbone.datasets import make_ade_shapes, make_coco_panoptic_shapes, make_coco_shapes
-from cvx2_backbone.engine import allow_mmengine_checkpoints, load_config
+from cvx2_backbone.engine import load_config
 
 from test_train_e2e import metrics_of, run_tool
 
@@ -191,8 +191,7 @@ def panoptic(tmp_path_factory) -> dict[str, Any]:
 
 
 def _checkpoint_iter(work: Path, name: str) -> int:
-    with allow_mmengine_checkpoints():
-        return torch.load(work / name, map_location="cpu")["meta"]["iter"]
+    return torch.load(work / name, map_location="cpu")["meta"]["iter"]
 
 
 def test_synthetic_panoptic_set_matches_its_pngs(tmp_path):

@@ -103,10 +103,8 @@ def task_processor(deploy_cfg: ConfigLike, model_cfg: ConfigLike, device: str = 
 
 def build_pytorch_model(processor: Any, checkpoint: str | Path | None) -> nn.Module:
     """The PyTorch model as mmdeploy builds it (eval mode, weights from ``checkpoint``), fast path untouched."""
-    from ..engine import allow_mmengine_checkpoints
-
-    with allow_mmengine_checkpoints():  # Runner checkpoints carry more than tensors
-        return processor.build_pytorch_model(None if checkpoint is None else str(checkpoint))
+    # Runner checkpoints of other mmengine runs carry more than tensors: importing cvx2_backbone allowed those
+    return processor.build_pytorch_model(None if checkpoint is None else str(checkpoint))
 
 
 def create_input(processor: Any, model: nn.Module, image: Any) -> tuple[Tensor, list]:

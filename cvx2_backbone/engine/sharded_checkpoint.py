@@ -22,8 +22,6 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from ..files import atomic_path
-from ..checkpoint_globals import allow_mmengine_checkpoints
-
 SHARDED_KEYS = ("state_dict", "optimizer")  # saved through DCP, sharded
 RUNNER_STATE = "runner_state.pth"
 DCP_METADATA = ".metadata"
@@ -79,8 +77,7 @@ def save_sharded(path: str | os.PathLike, tensors: dict[str, Any], runner_state:
 
 def read_runner_state(path: str | os.PathLike) -> dict[str, Any]:
     """The non-tensor part of a sharded checkpoint (meta, message hub, schedulers), read safely."""
-    with allow_mmengine_checkpoints():
-        return torch.load(Path(path) / RUNNER_STATE, map_location="cpu", weights_only=True)
+    return torch.load(Path(path) / RUNNER_STATE, map_location="cpu", weights_only=True)
 
 
 def load_sharded(path: str | os.PathLike, tensors: dict[str, Any]) -> dict[str, Any]:

@@ -94,12 +94,9 @@ def _config(config: str | None, checkpoint: str | None):
 
 
 def _read_checkpoint(path: str) -> dict:
-    from ..engine import allow_mmengine_checkpoints
-
     if not Path(path).is_file():
         raise ShowError(f"checkpoint {path!r} does not exist; pass a .pth written by tools/train.py")
-    with allow_mmengine_checkpoints():
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch.load(path, map_location="cpu", weights_only=True)  # mmengine's objects: allowed on import
     if not isinstance(obj, dict):
         raise ShowError(f"{path} holds a {type(obj).__name__}, not a checkpoint")
     state = obj.get("state_dict", obj)
