@@ -225,8 +225,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess:
                           env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **env))
 
 
-LIGHT_HELP = ("extract", "classify", "info", "convert", "export", "lr-groups", "demo", "fcmae-show")  # not bench: its
-# options live in cvx2_backbone/benchmark.py with the code they configure (torch, timm at import)
+LIGHT_HELP = ("extract", "classify", "info", "convert", "export", "lr-groups", "bench", "demo", "fcmae-show")
 
 
 def test_help_answers_without_importing_torch_and_without_warnings():

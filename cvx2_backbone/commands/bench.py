@@ -8,7 +8,7 @@ HELP = ("speed and peak memory of this backbone next to timm, Hugging Face, ONNX
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..benchmark import add_arguments as benchmark_arguments
+    from ..bench_options import add_arguments as benchmark_arguments
 
     benchmark_arguments(parser)
 
