@@ -160,7 +160,7 @@ def test_upernet_fsdp2_rank_holds_half_and_same_optimizer_groups(upernet):
     assert not any(name.startswith("backbone.stages.0.") for name in fsdp[0]["settings"])  # frozen: no group
 
 
-@pytest.mark.heavy  # two more 2-process runs, about 100 s on 2 cores
+@pytest.mark.slow  # two more 2-process runs, about 60-100 s on 2 cores
 def test_upernet_fsdp2_resumes_after_sigkill_with_the_same_losses(upernet):
     work = upernet.root / "killed"
     killer = _config(upernet.root / "kill", SEG_CONFIG, RECORDERS + ", dict(type='KillRank', before_iter=3)")
@@ -177,7 +177,7 @@ def test_upernet_fsdp2_resumes_after_sigkill_with_the_same_losses(upernet):
     assert (work / f"iter_{MAX_ITERS}_consolidated.pth").is_file()
 
 
-@pytest.mark.heavy  # two more 2-process runs, about 100 s on 2 cores
+@pytest.mark.slow  # two more 2-process runs, about 60-100 s on 2 cores
 def test_mask_rcnn_fsdp2_trains_like_ddp_and_loads_in_init_detector(tmp_path):
     from mmdet.apis import init_detector
 
