@@ -25,6 +25,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from .allocator import reuse_freed_memory
 from .bench_options import (DEFAULT_CASES, DEFAULT_IMPLS, IMPLS, RATIO_IMPLS, BenchConfig, Case,  # noqa: F401
                             add_arguments, config_from_args)
 from .convnext import V2_ARCHS, ConvNeXtV2
@@ -415,7 +416,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
     """Measure every size and case of ``config``; returns the JSON-ready report."""
     device = _device(config.device)
     cases = [Case.parse(name) for name in (config.cases if config.cases is not None else default_cases(device))]
-    report = {"meta": _meta(config, device), "parity": {}, "results": []}
+    reused = reuse_freed_memory()  # every implementation alike: torch's large blocks reused, not page-faulted anew
+    report = {"meta": {**_meta(config, device), "allocator": "glibc, freed blocks reused" if reused else "default"},
+              "parity": {}, "results": []}
     with _threads(config.threads):
         report["meta"]["threads"] = torch.get_num_threads()
         groups: dict[tuple, list[Case]] = {}
@@ -559,7 +562,9 @@ def format_markdown(report: Mapping) -> str:
     versions = ", ".join(f"{name} {meta[name]}" for name in ("torch", "timm", "transformers", "onnxruntime",
                                                                "openvino") if meta.get(name))
     lines = [f"{meta['date'][:10]}, {meta['device']} ({meta['processor']}, {meta['cpu_count']} CPUs, "
-             f"{meta['threads']} threads, {meta.get('cpu_capability', '?')}), {versions}", "",
+             f"{meta['threads']} threads, {meta.get('cpu_capability', '?')}, native bf16 "
+             f"{'yes' if meta.get('native_bf16') else 'no'}, allocator {meta.get('allocator', 'default')}), {versions}",
+             "",
              "| " + " | ".join(_HEADER) + " |", "| --- | --- | --- | --- |" + " ---: |" * (len(_HEADER) - 5) + " --- |"]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in report["results"]]
     lines += ["", "| size | target | measured | goal | met |", "| --- | --- | ---: | ---: | --- |"]

@@ -144,7 +144,11 @@ def test_an_engine_that_is_not_installed_is_left_out_with_a_note(monkeypatch, tm
 
 
 @pytest.mark.parametrize("runtime", ["auto", *EXPORTED])
-def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runtime):
+def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runtime, monkeypatch):
+    from cvx2_backbone import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "reuse_freed_memory", lambda: calls.append(1) or True)
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -155,6 +159,7 @@ def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runti
     common = [str(folder), "--weights", str(weights), "--batch-size", "2", "--threads", "1"]
     assert main(["extract", *common, "-o", str(tmp_path / "torch"), "--runtime", "torch"]) == 0
     assert main(["extract", *common, "-o", str(tmp_path / "other"), "--runtime", runtime]) == 0
+    assert len(calls) == 2  # each run reuses freed blocks (cvx2_backbone/allocator.py)
     for name in ("a", "b", "c"):
         ours, ours_meta = load_features(tmp_path / "torch" / f"{name}.safetensors")
         theirs, their_meta = load_features(tmp_path / "other" / f"{name}.safetensors")
@@ -170,15 +175,21 @@ def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runti
 
 
 @pytest.mark.skipif("openvino" not in EXPORTED, reason="needs openvino")
-def test_openvino_compiles_once_for_every_image_size():
+def test_openvino_compiles_once_for_new_sizes_and_per_size_for_recurring_ones(monkeypatch):
+    monkeypatch.setattr(engines, "STATIC_SHAPES", 2)
     extractor = FeatureExtractor(randomized(ConvNeXtV2(arch=TINY)), runtime="openvino")
-    compiled = None
-    for shape in ((1, 3, 64, 64), (2, 3, 96, 160), (1, 3, 128, 64)):
+    engine = extractor.engines.engine("openvino")
+    dynamic = engine.compiled
+    shapes = ((1, 3, 64, 64), (1, 3, 64, 72), (1, 3, 72, 64))  # one bucket: checked once, on the first shape
+    assert len({engines.shape_bucket(shape, "fp32") for shape in shapes}) == 1
+    for call, shape in enumerate([*shapes, *shapes, shapes[0]]):
         x = pixels(shape)
-        features, engine = extractor.infer(x)
-        compiled = compiled or engine.compiled
-        assert engine.compiled is compiled  # one compiled model serves every shape
+        features, ran = extractor.infer(x)
+        assert ran is engine and engine.compiled is dynamic  # one dynamic model serves every new shape
+        # a recurring shape runs its own static model; the check ran the first shape twice
+        assert engine.last_static is (call == 0 or call >= len(shapes))
         assert engines.relative_error(list(features.values()), plain_fp32(extractor, x)) <= engines.FP32_TOLERANCE
+    assert list(engine.static) == [shapes[2], shapes[0]]  # the two most recently used, oldest first
 
 
 def test_the_export_cache_keeps_the_most_recently_used_models(tmp_path, monkeypatch):

@@ -283,6 +283,7 @@ class _Job:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..allocator import reuse_freed_memory
     from ..usage import require_device, user_input
 
     output = Path(args.output)
@@ -298,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)
+        reuse_freed_memory()  # no page faults on every call's large activations (cvx2_backbone/allocator.py)
         extractor = build_extractor(args, shortest_edge=args.shortest_edge, runtime=args.runtime,
                                     precision=args.precision, threads=args.threads)
     extractor.to(device)
