@@ -6,8 +6,9 @@ runtime (``auto`` where the deploy extra is installed) on the benchmarked weight
 
 The end-to-end case ``extract-{fp32,bf16}``: a folder of real photos to feature files, in images per second.
 
-Three jobs on the same weights and thread count, each timed from building its model to the last file written
-(Python start-up and imports left out), run interleaved and repeated after one untimed run each:
+Three jobs on the same weights and thread count, each in a fresh Python process as a user runs it (so none of the
+benchmark process's settings, such as its allocator, reach them), timed there from building its model to the last
+file written (Python start-up and imports left out), run interleaved and repeated after one untimed run each:
 
 * ``cvx2-extract``: the ``cvx2 extract`` command in this process (default runtime, batch 4, a fresh engine cache
   filled by the untimed run, as a user's second run finds it);
@@ -20,8 +21,11 @@ The photos are matplotlib's sample photo (``grace_hopper.jpg``) as JPEG files at
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -132,6 +136,44 @@ def _cvx2_extract(weights: Path, precision: str, threads: int, folder: Path, out
         raise RuntimeError(f"cvx2 extract exited with {code}")
 
 
+# imported before the clock starts in a job's process (what is left is a few small modules)
+_PRELOADED = ("timm", "transformers", "onnx", "onnxruntime", "openvino", "safetensors.torch", "huggingface_hub",
+              "torchvision", "mmengine", "cvx2_backbone.cli", "cvx2_backbone.commands.extract",
+              "cvx2_backbone.extractor", "cvx2_backbone.engines", "cvx2_backbone.weights")
+
+
+def job_seconds(spec: dict) -> float:
+    """Run one job as ``spec`` says (in the job's own process) and return its seconds, imports excluded."""
+    import importlib
+
+    for module in _PRELOADED:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    torch.set_num_threads(spec["threads"])
+    out, photos = Path(spec["out"]), [Path(p) for p in spec["photos"]]
+    start = time.perf_counter()
+    if spec["job"] == "cvx2-extract":
+        _cvx2_extract(Path(spec["weights"]), spec["precision"], spec["threads"], photos[0].parent, out)
+    elif spec["job"] == "timm-loop":
+        _timm_loop(spec["size"], Path(spec["weights"]), photos, out)
+    else:
+        _openvino_loop(Path(spec["onnx"]), spec["precision"], spec["threads"], photos, out)
+    return time.perf_counter() - start
+
+
+def _run_job(spec: dict) -> float:
+    """:func:`job_seconds` in a fresh Python process (the environment as it is here)."""
+    code = ("import json, sys; from cvx2_backbone.bench_extract import job_seconds; "
+            "print(f'seconds {job_seconds(json.loads(sys.argv[1]))!r}')")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    if result.returncode or not lines or not lines[-1].startswith("seconds "):
+        raise RuntimeError(f"{spec['job']} failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+    return float(lines[-1].split()[1])
+
+
 def run_extract_case(size: str, precision: str, images: int, repeats: int, threads: int, seed: int,
                      jobs: tuple[str, ...] = JOBS, log: Callable[[str], None] = print) -> dict[str, list[float]]:
     """Seconds per run of each job on a folder of ``images`` photos (one untimed run each first)."""
@@ -146,37 +188,36 @@ def run_extract_case(size: str, precision: str, images: int, repeats: int, threa
         model = randomize_(ConvNeXtV2(size), seed)
         weights = root / "weights.pth"
         torch.save(model.state_dict(), weights)
-        runs: dict[str, Callable[[Path], None]] = {}
+        common = {"size": size, "precision": precision, "threads": threads, "weights": str(weights),
+                  "photos": [str(p) for p in photos]}
+        specs: dict[str, dict] = {}
         for job in jobs:
-            if job == "cvx2-extract":
-                runs[job] = lambda out: _cvx2_extract(weights, precision, threads, root / "photos", out)
-            elif job == "timm-loop" and precision == "fp32":
-                runs[job] = lambda out: _timm_loop(size, weights, photos, out)
+            if job == "cvx2-extract" or (job == "timm-loop" and precision == "fp32"):
+                specs[job] = dict(common, job=job)
             elif job == "openvino-loop" and installed("openvino"):
                 onnx_path = export_backbone(FeatureExtractor(model, runtime="torch"), root / "model.onnx",
                                             exporter="torchscript").onnx
-                runs[job] = lambda out: _openvino_loop(onnx_path, precision, threads, photos, out)
+                specs[job] = dict(common, job=job, onnx=str(onnx_path))
             else:
                 log(f"note: extract-{precision}: {job} is left out "
                     + ("(timm's loop is the fp32 baseline)" if job == "timm-loop" else "(openvino is not installed)"))
         saved_cache = os.environ.get("CVX2_CACHE_DIR")
         os.environ["CVX2_CACHE_DIR"] = str(root / "cache")  # measured afresh on this machine, now
         try:
-            seconds: dict[str, list[float]] = {job: [] for job in runs}
+            seconds: dict[str, list[float]] = {job: [] for job in specs}
             for repeat in range(repeats + 1):
-                for job, run in runs.items():
+                for job, spec in specs.items():
                     out = root / "out" / job
                     out.mkdir(parents=True, exist_ok=True)
-                    start = time.perf_counter()
-                    run(out)
-                    if repeat:  # the first run of each is untimed (caches, page faults)
-                        seconds[job].append(time.perf_counter() - start)
+                    elapsed = _run_job(dict(spec, out=str(out)))
+                    if repeat:  # the first run of each is untimed (it fills cvx2 extract's engine cache)
+                        seconds[job].append(elapsed)
         finally:
             if saved_cache is None:
                 os.environ.pop("CVX2_CACHE_DIR", None)
             else:
                 os.environ["CVX2_CACHE_DIR"] = saved_cache
-        counts = {job: len(list((root / "out" / job).iterdir())) for job in runs}
+        counts = {job: len(list((root / "out" / job).iterdir())) for job in specs}
         if any(count != images for count in counts.values()):
             raise RuntimeError(f"the jobs wrote {counts} files for {images} photos")
     log(f"extract-{precision}: {images} photos, " + ", ".join(
