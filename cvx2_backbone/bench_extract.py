@@ -10,8 +10,8 @@ Three jobs on the same weights and thread count, each in a fresh Python process 
 benchmark process's settings, such as its allocator, reach them), timed there from building its model to the last
 file written (Python start-up and imports left out), run interleaved and repeated after one untimed run each:
 
-* ``cvx2-extract``: the ``cvx2 extract`` command in this process (default runtime, batch 4, a fresh engine cache
-  filled by the untimed run, as a user's second run finds it);
+* ``cvx2-extract``: the ``cvx2 extract`` command (default runtime, batch 4, a fresh engine cache filled by the
+  untimed run, as a user's second run finds it);
 * ``timm-loop``: what a user writes with timm: PIL decode, ImageNet normalisation, stride padding, timm's
   ``features_only`` model one image at a time, ``torch.save`` per image;
 * ``openvino-loop``: the same loop on OpenVINO running the project's ONNX export of the same model (compiled once
@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from .convnext import ConvNeXtV2
-from .runtimes import Runtime
+from .runtimes import Runtime, compile_openvino
 
 JOBS = ("cvx2-extract", "timm-loop", "openvino-loop")
 _CROPS = ((512, 600), (512, 512), (384, 480))  # (width, height) of the three photo sizes
@@ -118,9 +118,7 @@ def _openvino_loop(onnx_path: Path, precision: str, threads: int, photos: list[P
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
-        "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision], "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY"})
+    compiled, _ = compile_openvino(core, core.read_model(str(onnx_path)), precision, threads)  # dynamic shapes
     request = compiled.create_infer_request()
     for path in photos:
         outputs = request.infer({0: _pixels(path)})

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from . import ops
 from .engine_cache import ChoiceCache, cache_dir, machine_identity, model_digest
+from .runtimes import OrtBackbone, compile_openvino
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 RUNTIMES = ("auto", *ENGINES)
@@ -140,8 +141,6 @@ class OnnxRuntimeEngine:
     precision_used = "fp32"
 
     def __init__(self, onnx_path: Path, precision: str, threads: int) -> None:
-        from .runtimes import OrtBackbone
-
         self.precision = precision
         self.runtime = OrtBackbone(onnx_path, threads)
         self.label = f"onnxruntime {self.runtime.version}"
@@ -159,22 +158,16 @@ class OpenVinoEngine:
     """
 
     name = "openvino"
-    _HINTS = {"fp32": "f32", "bf16": "bf16"}
 
     def __init__(self, onnx_path: Path, precision: str, threads: int) -> None:
         import openvino as ov
 
-        self.core, self.precision = ov.Core(), precision
+        self.core, self.precision, self.threads = ov.Core(), precision, threads
         self.model = self.core.read_model(str(onnx_path))
-        self.config = {"INFERENCE_PRECISION_HINT": self._HINTS[precision], "INFERENCE_NUM_THREADS": threads,
-                       "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = self.core.compile_model(self.model, "CPU", self.config)  # dynamic shapes
+        self.compiled, self.precision_used = compile_openvino(self.core, self.model, precision, threads)  # dynamic
         self.request = self.compiled.create_infer_request()
         self.static: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # shape -> request, least recent first
         self.seen: set[tuple[int, ...]] = set()
-        self.last_static = False  # whether the last call ran a static model
-        used = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32 where bf16 is emulated
-        self.precision_used = {"f32": "fp32", "f16": "fp16"}.get(used, used)
         self.label = f"openvino {ov.__version__}"
 
     def _request(self, shape: tuple[int, ...]) -> Any:
@@ -183,16 +176,13 @@ class OpenVinoEngine:
         if shape in self.static:
             self.static.move_to_end(shape)
         elif shape in self.seen:
-            model = self.model.clone()
-            model.reshape(list(shape))
-            self.static[shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+            compiled, _ = compile_openvino(self.core, self.model, self.precision, self.threads, shape)
+            self.static[shape] = compiled.create_infer_request()
             while len(self.static) > STATIC_SHAPES:
                 self.static.popitem(last=False)
         else:
             self.seen.add(shape)
-            self.last_static = False
             return self.request
-        self.last_static = True
         return self.static[shape]
 
     def __call__(self, x: Tensor) -> tuple[Tensor, ...]:

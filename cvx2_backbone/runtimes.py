@@ -52,12 +52,28 @@ class OrtBackbone(Runtime):
         return tuple(torch.from_numpy(o) for o in outputs)
 
 
+_OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def compile_openvino(core: Any, model: Any, precision: str, threads: int,
+                     shape: tuple[int, ...] | None = None) -> tuple[Any, str]:
+    """``model`` compiled for OpenVINO's CPU plugin as every OpenVINO path of this project runs it (``precision``'s
+    hint, ``threads`` threads, latency mode), for exactly ``shape`` where one is given, else with the model's own
+    (dynamic) shapes; also the precision the plugin reports computing in (on CPUs without bf16 a bf16 hint runs f32)."""
+    if shape is not None:
+        model = model.clone()
+        model.reshape(list(shape))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": _OPENVINO_HINTS[precision],
+                                                 "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # an openvino Type
+    return compiled, {"f32": "fp32", "f16": "fp16"}.get(used, used)
+
+
 class OpenVinoBackbone(Runtime):
     """OpenVINO's CPU plugin, compiled per input shape and precision hint (f32 or bf16), latency mode."""
 
     name = "openvino"
     precisions = ("fp32", "bf16")
-    _HINTS = {"fp32": "f32", "bf16": "bf16"}
 
     def __init__(self, path: str | Path, threads: int) -> None:
         super().__init__()
@@ -73,13 +89,7 @@ class OpenVinoBackbone(Runtime):
     def _request(self, shape: tuple[int, ...], precision: str) -> Any:
         key = (shape, precision)
         if key not in self._requests:
-            model = self.model.clone()
-            model.reshape(list(shape))
-            config = {"INFERENCE_PRECISION_HINT": self._HINTS[precision], "INFERENCE_NUM_THREADS": self.threads,
-                      "PERFORMANCE_HINT": "LATENCY"}
-            compiled = self.core.compile_model(model, "CPU", config)
-            used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # an openvino Type
-            self._used[precision] = {"f32": "fp32", "f16": "fp16"}.get(used, used)
+            compiled, self._used[precision] = compile_openvino(self.core, self.model, precision, self.threads, shape)
             self._requests[key] = compiled.create_infer_request()
         return self._requests[key]
 
