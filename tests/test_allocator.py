@@ -1,4 +1,4 @@
-"""cvx2_backbone.allocator: freed large blocks are reused instead of page-faulted anew on every call."""
+"""cvx2_backbone.runtimes.allocator: freed large blocks are reused instead of page-faulted anew on every call."""
 from __future__ import annotations
 
 import subprocess

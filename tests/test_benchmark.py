@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from cvx2_backbone import cli
-from cvx2_backbone.benchmark import (Case, build_models, check_parity, default_cases, input_label, make_step,
+from cvx2_backbone.benchmark.run import (Case, build_models, check_parity, default_cases, input_label, make_step,
                                      stage_outputs, summarize)
 
 
 def test_benchmark_loads_the_same_weights_into_every_implementation():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
-    impls = ["cvx2", "timm", "hf", "reference", "ort", "openvino"]
+    impls = ["cvx2", "timm", "hf", "reference", "onnxruntime", "openvino"]
     models = build_models("atto", impls, seed=0)
     assert list(models) == impls
     errors = check_parity(models, torch.randn(2, 3, 64, 96))
@@ -35,14 +35,14 @@ def test_benchmark_step_outputs_stage_maps_for_every_implementation():
 
 def test_runtimes_serve_inference_cases_only():
     pytest.importorskip("onnxruntime")
-    models = build_models("atto", ["ort", "openvino"], seed=0)
+    models = build_models("atto", ["onnxruntime", "openvino"], seed=0)
     x = torch.randn(1, 3, 64, 64)
     for name in ("train-fp32", "infer-fp32-compile"):
         for impl, model in models.items():
             with pytest.raises(NotImplementedError, match="eager inference only"):
                 make_step(impl, model, Case.parse(name), x)
     with pytest.raises(NotImplementedError, match="ort has no bf16 mode"):
-        make_step("ort", models["ort"], Case.parse("infer-bf16"), x)
+        make_step("onnxruntime", models["onnxruntime"], Case.parse("infer-bf16"), x)
     make_step("openvino", models["openvino"], Case.parse("infer-bf16"), x)()
     assert models["openvino"].precision_used("bf16") in ("bf16", "fp32")  # fp32 where the CPU has no bf16
 
@@ -76,7 +76,7 @@ def test_summary_gives_each_target_per_input():
     def row(case, impl, img_per_s, **extra):
         return dict(size="tiny", case=case, impl=impl, batch=1, resolution=224, width=224, img_per_s=img_per_s,
                     peak_mib=None, **extra)
-    results = [row("infer-fp32@1x224", "cvx2", 12.0), row("infer-fp32@1x224", "ort", 10.0),
+    results = [row("infer-fp32@1x224", "cvx2", 12.0), row("infer-fp32@1x224", "onnxruntime", 10.0),
                row("infer-fp32@1x224", "openvino", 16.0), row("infer-fp32@1x224", "extract", 15.2),
                row("infer-bf16@1x224", "cvx2", 30.0), row("infer-bf16@1x224", "openvino", 20.0,
                                                           precision_used="bf16"),
@@ -119,15 +119,16 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     report = json.loads(path.read_text())
     rows = {(r["case"], r["impl"]): r for r in report["results"]}
     infer = {(case, impl) for case in ("infer-fp32", "infer-fp32@1x64x96")
-             for impl in ("cvx2", "extract", "timm", "hf", "ort", "openvino")}
+             for impl in ("cvx2", "extract", "timm", "hf", "onnxruntime", "openvino")}
     assert set(rows) == infer | {("train-fp32@det", "cvx2"), ("train-fp32@det", "timm"), ("train-fp32@det", "hf"),
                                  ("train-fp32-cp@det", "cvx2"), ("train-fp32-cp@det", "timm")}
     assert all(r["img_per_s"] > 0 and len(r["seconds"]) >= 1 for r in rows.values())
-    assert all((r["peak_mib"] is None) == (r["impl"] in ("ort", "openvino", "extract")) for r in rows.values())
+    assert all((r["peak_mib"] is None) == (r["impl"] in ("onnxruntime", "openvino", "extract")) for r in rows.values())
     assert all(r["peak_mib"] > 0 for r in rows.values() if r["peak_mib"] is not None)
-    assert rows[("infer-fp32", "timm")]["ratio_to_timm"] == 1.0 and rows[("infer-fp32", "ort")]["ratios"]["ort"] == 1.0
+    assert rows[("infer-fp32", "timm")]["ratio_to_timm"] == 1.0
+    assert rows[("infer-fp32", "onnxruntime")]["ratios"]["onnxruntime"] == 1.0
     cvx2 = rows[("infer-fp32@1x64x96", "cvx2")]
-    assert cvx2["ratios"]["ort"] == cvx2["img_per_s"] / rows[("infer-fp32@1x64x96", "ort")]["img_per_s"]
+    assert cvx2["ratios"]["onnxruntime"] == cvx2["img_per_s"] / rows[("infer-fp32@1x64x96", "onnxruntime")]["img_per_s"]
     assert (cvx2["batch"], cvx2["resolution"], cvx2["width"]) == (1, 64, 96)
     assert rows[("train-fp32@det", "cvx2")]["resolution"] == 96
     assert rows[("infer-fp32", "openvino")]["precision_used"] == "fp32"
@@ -138,7 +139,7 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
                            "extract fp32 vs best of ONNX Runtime and OpenVINO (2x64)",
                            "extract fp32 vs best of ONNX Runtime and OpenVINO (1x64x96)"}
     assert report["meta"]["threads"] == 1 and report["parity"]["atto"]["timm"] < 1e-5
-    assert report["parity"]["atto"]["ort"] < 1e-5 and report["meta"]["onnxruntime"]
+    assert report["parity"]["atto"]["onnxruntime"] < 1e-5 and report["meta"]["onnxruntime"]
 
 
 def test_the_extract_row_runs_the_default_engine_and_timm_is_the_fp32_baseline_only(monkeypatch):
@@ -150,7 +151,7 @@ def test_the_extract_row_runs_the_default_engine_and_timm_is_the_fp32_baseline_o
     engine = models["extract"].precision_used("fp32").split()[0]
     assert engine in ("torch", "onnxruntime", "openvino")
 
-    from cvx2_backbone.bench_extract import run_extract_case
+    from cvx2_backbone.benchmark.extract import run_extract_case
     bf16 = run_extract_case("atto", "bf16", images=2, repeats=1, threads=1, seed=0, jobs=("timm-loop",),
                             log=lambda text: None)
     assert bf16 == {}  # timm's loop is the fp32 baseline only

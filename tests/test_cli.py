@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from cvx2_backbone import ConvNeXtV2
-from cvx2_backbone.cli import main
-from cvx2_backbone.commands.classify import Classifier, classifier_input
-from cvx2_backbone.commands.extract import load_features
-from cvx2_backbone.commands.info import describe
-from cvx2_backbone.visualize import LABEL_HEIGHT, TILE_GAP
+from cvx2_backbone.cli.main import main
+from cvx2_backbone.extraction.classifier import Classifier, classifier_input
+from cvx2_backbone.extraction.feature_files import load_features
+from cvx2_backbone.cli.commands.info import describe
+from cvx2_backbone.utils.pictures import LABEL_HEIGHT, TILE_GAP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_extract_folder_writes_files_and_lists_the_broken_one(image_folder, tmp_
 
 
 def test_extract_interrupt_keeps_finished_files_and_resumes(image_folder, tmp_path, monkeypatch, capsys):
-    from cvx2_backbone.commands import extract
+    from cvx2_backbone.cli.commands import extract
 
     encode = extract.encode_features
     calls = []
@@ -112,7 +112,7 @@ def test_extract_npz_fp16_with_resize(image_folder, tmp_path):
 
 
 def test_extract_with_weights_reproduces_the_api(image_folder, tmp_path):
-    from cvx2_backbone.extractor import FeatureExtractor
+    from cvx2_backbone.extraction.extractor import FeatureExtractor
 
     torch.manual_seed(3)
     model = ConvNeXtV2(arch=dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32]))
@@ -218,7 +218,7 @@ def test_extract_sigterm_stops_cleanly_and_a_rerun_continues(tmp_path, capsys):
     for index in range(count):
         save_image(folder / f"{index:03d}.png", 320, 320, index)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "cvx2_backbone.cli", "extract", str(folder), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "cvx2_backbone.cli.main", "extract", str(folder), "-o", str(out),
                              "--batch-size", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while len(list(out.glob("*.safetensors"))) < 2 and proc.poll() is None and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Every config under configs/ parses, follows its published recipe (cvx2_backbone.recipes) field by field,
+"""Every config under configs/ parses, follows its published recipe (tests.recipes) field by field,
 and builds its model and optimizer.
 
 Models are built on the meta device (structure and shapes without memory or init time), each
@@ -19,7 +19,7 @@ from mmengine.registry import DefaultScope
 
 import cvx2_backbone
 from cvx2_backbone.engine import adapt_to_cpu, load_config
-from cvx2_backbone.recipes import RECIPES, Deviation, check_config, render_markdown, row_problems
+from tests.recipes import RECIPES, Deviation, check_config, render_markdown, row_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -141,7 +141,7 @@ def test_config_names_what_it_holds(path: Path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_id)
 def test_config_follows_its_published_recipe(path: Path):
-    """Every field of cvx2_backbone.recipes (optimizer to test mode) as its source publishes it, or as documented."""
+    """Every field of tests.recipes (optimizer to test mode) as its source publishes it, or as documented."""
     assert check_config(_config(path), _id(path)) == []
 
 
@@ -190,7 +190,7 @@ def test_poly_schedule_is_the_official_mmcv_one():
 
 def test_docs_hold_the_recipe_table():
     assert render_markdown() in (ROOT / "docs" / "training.md").read_text(), (
-        "docs/training.md is out of date: paste the output of `python -m cvx2_backbone.recipes`")
+        "docs/training.md is out of date: paste the output of `python -m tests.recipes`")
 
 
 def _check_query_based_recipe(cfg: Config, path: Path) -> None:

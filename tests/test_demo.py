@@ -16,8 +16,8 @@ from PIL import Image
 pytest.importorskip("mmdet")
 pytest.importorskip("pycocotools")
 
-from cvx2_backbone.cli import main  # noqa: E402
-from cvx2_backbone.demo import QUICK, DemoSettings, build_config  # noqa: E402
+from cvx2_backbone.cli.main import main  # noqa: E402
+from cvx2_backbone.cli.demo_job import QUICK, DemoSettings, build_config  # noqa: E402
 from test_upstream_checkpoints import load_with_torch_defaults  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_full_demo_learns_the_shapes(tmp_path):
 
 def _fake_run(folder, complete=True):
     """An earlier demo run's files (what run_demo writes, in miniature)."""
-    from cvx2_backbone.demo import MARKER
+    from cvx2_backbone.cli.demo_job import MARKER
 
     (folder / "data" / "train2017").mkdir(parents=True)
     (folder / "data" / "train2017" / "000000.jpg").write_bytes(b"jpeg")
@@ -174,8 +174,8 @@ def _fake_run(folder, complete=True):
 
 
 def test_demo_keeps_earlier_runs_or_replaces_them_only_when_asked(tmp_path):
-    from cvx2_backbone.demo import prepare_output
-    from cvx2_backbone.usage import UsageError
+    from cvx2_backbone.cli.demo_job import prepare_output
+    from cvx2_backbone.utils.usage import UsageError
 
     out = tmp_path / "demo"
     assert prepare_output(out) == (out, None)  # nothing there yet
@@ -203,7 +203,7 @@ def test_demo_keeps_earlier_runs_or_replaces_them_only_when_asked(tmp_path):
 
 def test_quick_demo_writes_to_its_own_folder(monkeypatch, tmp_path):
     from cvx2_backbone import demo
-    from cvx2_backbone.demo import DEFAULT_OUTPUT, QUICK_OUTPUT, DemoResult
+    from cvx2_backbone.cli.demo_job import DEFAULT_OUTPUT, QUICK_OUTPUT, DemoResult
 
     chosen = []
 

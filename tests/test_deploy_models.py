@@ -30,7 +30,7 @@ SCORE_THR, BOX_PX, MASK_IOU, SCORE_TOL = 0.05, 1.0, 0.99, 1e-4
 
 def _randomise_grn(model: torch.nn.Module, seed: int) -> None:
     """GRN starts as the identity (gamma = beta = 0); random values make the exported GRN graph do work."""
-    from cvx2_backbone.convnext import GRN
+    from cvx2_backbone.models.convnext import GRN
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def detector(tmp_path_factory):
     """The demo's Mask R-CNN (random weights) on two synthetic images, exported once at batch 1."""
     from mmengine.config import Config
 
-    from cvx2_backbone.demo import QUICK, build_config
+    from cvx2_backbone.cli.demo_job import QUICK, build_config
 
     work = tmp_path_factory.mktemp("deploy_det")
     data = make_coco_shapes(work / "data", num_train=1, num_val=2, image_size=128, seed=0, max_shapes=4)
@@ -355,7 +355,7 @@ def test_trained_demo_detector_deploys_exactly(tmp_path):
     through the package's export and through deploy.py's own calls."""
     from mmengine.config import Config
 
-    from cvx2_backbone.demo import QUICK, run_demo
+    from cvx2_backbone.cli.demo_job import QUICK, run_demo
 
     out = tmp_path / "demo"
     result = run_demo(out, QUICK, echo=lambda line: None)

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from cvx2_backbone import ConvNeXtV2, engine_cache, engines
-from cvx2_backbone.cli import main
-from cvx2_backbone.commands.extract import load_features
-from cvx2_backbone.extractor import FeatureExtractor
+from cvx2_backbone.cli.main import main
+from cvx2_backbone.extraction.feature_files import load_features
+from cvx2_backbone.extraction.extractor import FeatureExtractor
 
 TINY = dict(depths=[1, 1, 1, 1], dims=[8, 16, 32, 64])
 EXPORTED = [e for e in ("onnxruntime", "openvino") if engines.installed(e)]
@@ -159,7 +159,7 @@ def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runti
     common = [str(folder), "--weights", str(weights), "--batch-size", "2", "--threads", "1"]
     assert main(["extract", *common, "-o", str(tmp_path / "torch"), "--runtime", "torch"]) == 0
     assert main(["extract", *common, "-o", str(tmp_path / "other"), "--runtime", runtime]) == 0
-    assert len(calls) == 2  # each run reuses freed blocks (cvx2_backbone/allocator.py)
+    assert len(calls) == 2  # each run reuses freed blocks (cvx2_backbone/runtimes/allocator.py)
     for name in ("a", "b", "c"):
         ours, ours_meta = load_features(tmp_path / "torch" / f"{name}.safetensors")
         theirs, their_meta = load_features(tmp_path / "other" / f"{name}.safetensors")

@@ -1,4 +1,4 @@
-"""The error style of every command line (cvx2_backbone.usage): user mistakes print one message naming the problem
+"""The error style of every command line (cvx2_backbone.utils.usage): user mistakes print one message naming the problem
 and the fix and exit 2 without a traceback; --debug adds it; internal errors keep it and exit 1.
 
 The table holds the mistakes a new user made on main at e291c1a (issue 11) and f4da057 (issue 19), run through the
@@ -17,8 +17,8 @@ import torch
 
 pytest.importorskip("mmdet")
 
-from cvx2_backbone.cli import main as cvx2_main  # noqa: E402
-from cvx2_backbone.engine import test_main as tools_test, train_main as tools_train  # noqa: E402
+from cvx2_backbone.cli.main import main as cvx2_main  # noqa: E402
+from cvx2_backbone.cli.train_test import test_main as tools_test, train_main as tools_train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = ROOT / "configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py"
@@ -35,7 +35,7 @@ def files(tmp_path_factory):
 
     from cvx2_backbone import ConvNeXtV2
     from cvx2_backbone.datasets import make_coco_shapes
-    from cvx2_backbone.demo import QUICK, build_config
+    from cvx2_backbone.cli.demo_job import QUICK, build_config
 
     root = tmp_path_factory.mktemp("errors")
     register_all_modules()
@@ -174,7 +174,7 @@ def test_debug_shows_the_traceback_and_internal_errors_keep_it(capsys, monkeypat
     assert cvx2_main(["info", "atto", "--debug"]) == 2
     assert "Traceback" in capsys.readouterr().err
 
-    from cvx2_backbone.commands import info
+    from cvx2_backbone.cli.commands import info
 
     def broken(args):
         raise RuntimeError("a bug")
@@ -232,7 +232,7 @@ def test_help_answers_without_importing_torch_and_without_warnings():
     """`cvx2 --help` and `cvx2 SUB --help`, checked from inside the process: torch is never imported."""
     proc = _python(
         "import sys\n"
-        "from cvx2_backbone.cli import main\n"
+        "from cvx2_backbone.cli.main import main\n"
         f"for argv in [['--help']] + [[name, '--help'] for name in {LIGHT_HELP!r}]:\n"
         "    try:\n"
         "        main(argv)\n"
@@ -259,7 +259,7 @@ def test_the_package_registers_lazily_for_configs():
         "        optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4)),\n"
         "        paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=6)))\n"
         "    wrapper = constructor(backbone)\n"
-        "from cvx2_backbone.lr_decay import ConvNeXtLayerDecayOptimizerConstructor as C\n"
+        "from cvx2_backbone.engine.optimizers import ConvNeXtLayerDecayOptimizerConstructor as C\n"
         "assert type(constructor) is C\n"
         "assert OPTIM_WRAPPER_CONSTRUCTORS.get('ConvNeXtLayerDecayOptimizerConstructor') is C\n"
         "print('built', type(backbone).__name__, len(wrapper.optimizer.param_groups) > 1)\n")
@@ -296,7 +296,7 @@ def test_16_bit_images_read_as_their_8_bit_copy(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from cvx2_backbone.extractor import read_image, to_rgb_tensor
+    from cvx2_backbone.extraction.images import read_image, to_rgb_tensor
 
     gradient = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (64, 1))
     Image.fromarray(gradient).save(tmp_path / "deep.png")
@@ -314,7 +314,7 @@ def test_16_bit_images_read_as_their_8_bit_copy(tmp_path):
 
 
 def read_image_from(image, folder: Path):
-    from cvx2_backbone.extractor import read_image
+    from cvx2_backbone.extraction.images import read_image
 
     image.save(folder / "float.tiff")
     return read_image(folder / "float.tiff")

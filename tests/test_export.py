@@ -17,11 +17,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2, ops  # noqa: E402
-from cvx2_backbone.cli import main as cvx2_main  # noqa: E402
-from cvx2_backbone.convnext import GRN, Block  # noqa: E402
-from cvx2_backbone.deploy.backbone_export import (EXPORT_SAMPLE, export_backbone, read_metadata,  # noqa: E402
+from cvx2_backbone.cli.main import main as cvx2_main  # noqa: E402
+from cvx2_backbone.models.convnext import GRN, Block  # noqa: E402
+from cvx2_backbone.export.onnx import (EXPORT_SAMPLE, export_backbone, read_metadata,  # noqa: E402
                                                   relative_error)
-from cvx2_backbone.extractor import FeatureExtractor  # noqa: E402
+from cvx2_backbone.extraction.extractor import FeatureExtractor  # noqa: E402
 
 TINY = dict(depths=[1, 1, 2, 1], dims=[16, 32, 64, 128])
 RUN_SHAPES = [(1, 3, 96, 160), (3, 3, 128, 64)]  # other batches and sizes than EXPORT_SAMPLE
@@ -195,7 +195,7 @@ def test_mistakes_exit_2_with_one_message_and_leave_no_files(tmp_path, capsys, a
 
 
 def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    import cvx2_backbone.deploy.backbone_export as backbone_export
+    import cvx2_backbone.export.onnx as backbone_export
 
     def broken(path, metadata):
         raise RuntimeError("boom")

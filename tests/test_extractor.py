@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2
-from cvx2_backbone.extractor import (FeatureExtractor, ImageReadError, parse_preset, preset_names,
-                                     shortest_edge_size)
-from cvx2_backbone.visualize import LABEL_HEIGHT, TILE_GAP, pca_rgb, pyramid_image
+from cvx2_backbone.extraction.extractor import FeatureExtractor
+from cvx2_backbone.extraction.images import ImageReadError, shortest_edge_size
+from cvx2_backbone.models.factory import parse_preset, preset_names
+from cvx2_backbone.utils.pictures import LABEL_HEIGHT, TILE_GAP, pca_rgb, pyramid_image
 
 TINY = dict(depths=[1, 1, 1, 1], dims=[8, 16, 32, 64])
 
@@ -112,7 +113,7 @@ def test_pixels_match_hugging_face_convnext_processor(extractor):
 
 @pytest.mark.parametrize("size", [224, 384])
 def test_classifier_input_matches_hugging_face_resize_and_crop(size):
-    from cvx2_backbone.commands.classify import classifier_input
+    from cvx2_backbone.extraction.classifier import classifier_input
 
     array = np.array(Image.fromarray(random_image(60, 80)).resize((400, 300), Image.BILINEAR))
     theirs = hf_processor(size={"shortest_edge": size})(images=array, return_tensors="np")["pixel_values"]

@@ -28,8 +28,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2, ops
-from cvx2_backbone.benchmark import Case, make_step, peak_memory_mib, randomize_
-from cvx2_backbone.convnext import GRN, Block
+from cvx2_backbone.benchmark.models import randomize_
+from cvx2_backbone.benchmark.run import Case, make_step, peak_memory_mib
+from cvx2_backbone.models.convnext import GRN, Block
 from cvx2_backbone.ops import grn as grn_ops
 from cvx2_backbone.ops import linear
 

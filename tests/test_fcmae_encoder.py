@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2
-from cvx2_backbone.benchmark import randomize_
+from cvx2_backbone.benchmark.models import randomize_
 from cvx2_backbone.fcmae import masked_forward, upsample_mask
 
 
@@ -212,7 +212,7 @@ def test_masked_input_errors():
 
 
 def test_padding_hidden_as_patches_leaves_the_features_unchanged():
-    from cvx2_backbone.fcmae.padding import padding_change
+    from cvx2_backbone.benchmark.fcmae_padding import padding_change
 
     backbone = _backbone(arch=dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32]))
     image = torch.randn(1, 3, 64, 96)

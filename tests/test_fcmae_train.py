@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from test_train_e2e import DET_CONFIG, as_cli, det_options, run_tool
 
-from cvx2_backbone.cli import main as cvx2
+from cvx2_backbone.cli.main import main as cvx2
 from cvx2_backbone.datasets import make_coco_shapes
-from cvx2_backbone.fcmae.show import sample_photos
+from cvx2_backbone.fcmae.pictures import sample_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "configs/fcmae/fcmae_convnextv2-atto_1xb8-cosine-1k_image-folder-cpu.py"
@@ -118,8 +118,8 @@ def test_a_longer_run_reconstructs_real_photos(tmp_path):
     from mmengine.config import Config
 
     from cvx2_backbone import MODELS
-    from cvx2_backbone.fcmae.run import fcmae_show
-    from cvx2_backbone.fcmae.show import load_square, reconstruct
+    from cvx2_backbone.fcmae.showcase import fcmae_show
+    from cvx2_backbone.fcmae.pictures import load_square, reconstruct
 
     photos = sample_photos()
     untrained = MODELS.build(Config.fromfile(str(CPU_CONFIG)).model)

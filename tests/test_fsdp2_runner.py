@@ -129,7 +129,7 @@ def test_resume_and_test_tools_handle_sharded_folders(tmp_path):
     from cvx2_backbone.engine.config import ConfigError, apply_test_args
     from cvx2_backbone.engine.resume import newest_loadable
     from cvx2_backbone.engine.runner import check_weights
-    from cvx2_backbone.usage import UsageError
+    from cvx2_backbone.utils.usage import UsageError
 
     complete, partial = tmp_path / "iter_2.pth", tmp_path / "iter_4.pth"
     for folder in (complete, partial):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2, ops
-from cvx2_backbone.benchmark import randomize_
+from cvx2_backbone.benchmark.models import randomize_
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -15,8 +15,8 @@ from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 import cvx2_backbone
-from cvx2_backbone.commands import lr_groups
-from cvx2_backbone.lr_decay import ConvNeXtLayerDecayOptimizerConstructor
+from cvx2_backbone.cli.commands import lr_groups
+from cvx2_backbone.engine.optimizers import ConvNeXtLayerDecayOptimizerConstructor
 
 LR, WD, RATE = 1e-4, 0.05, 0.9
 ATTO_DIMS = [40, 80, 160, 320]

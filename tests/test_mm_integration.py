@@ -59,7 +59,7 @@ def test_wrappers_and_constructor_resolve_from_the_child_scope(scope):
 
     import cvx2_backbone.registry as own
     from cvx2_backbone.engine import CPUAutocastOptimWrapper, DeviceAwareDDP
-    from cvx2_backbone.lr_decay import ConvNeXtLayerDecayOptimizerConstructor
+    from cvx2_backbone.engine.optimizers import ConvNeXtLayerDecayOptimizerConstructor
     init_default_scope(scope)
     scoped = __import__(f"{scope}.registry", fromlist=["OPTIM_WRAPPERS"])
     assert scoped.OPTIM_WRAPPERS.get("cvx2_backbone.CPUAutocastOptimWrapper") is CPUAutocastOptimWrapper
@@ -77,7 +77,7 @@ def test_model_module_imports_neither_weights_nor_lr_decay():
     packages that import it; its Pretrained loader is found through the registry instead."""
     import ast
 
-    import cvx2_backbone.convnext as model_module
+    import cvx2_backbone.models.convnext as model_module
     from cvx2_backbone.registry import WEIGHT_INITIALIZERS
     from cvx2_backbone.weights.initializer import PretrainedInit
     tree = ast.parse(open(model_module.__file__, encoding="utf-8").read())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cvx2_backbone.recipes import RECIPES
+from tests.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 # Detection and segmentation configs (the model index); FCMAE pre-training configs have no downstream results.
@@ -27,7 +27,7 @@ INSTALLED_CHECK = """
 import json, sys
 import cvx2_backbone
 from cvx2_backbone.engine import load_config
-from cvx2_backbone.resources import resource_root
+from cvx2_backbone.utils.resources import resource_root
 from mmengine.registry import init_default_scope
 from mmdet.registry import MODELS
 
@@ -65,7 +65,8 @@ def test_wheel_installs_into_a_fresh_environment_and_builds_a_config_from_its_ow
     assert set(CONFIGS) <= packaged and "_base_/models/mask-rcnn_convnext_fpn.py" in packaged
     assert "fcmae/fcmae_convnextv2-atto_1xb8-cosine-1k_image-folder-cpu.py" in packaged
     # mmdeploy's deploy configs, which cvx2_backbone.deploy.deploy_config() finds inside the package
-    assert "cvx2_backbone/deploy/mmdeploy_configs/mmdet/instance-seg/instance-seg_onnxruntime_dynamic.py" in names
+    assert "cvx2_backbone/deploy/configs/mmdet/instance-seg/instance-seg_onnxruntime_dynamic.py" in names
+    assert not [n for n in names if "recipes" in n]  # the recipe checks are test code (tests/recipes/)
 
     # A fresh environment that sees the shared one's dependencies (a .pth file), but not its cvx2_backbone.
     env_dir = tmp_path / "fresh"

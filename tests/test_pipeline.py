@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cvx2_backbone.pipeline import BackgroundWriter, prefetched
+from cvx2_backbone.extraction.pipeline import BackgroundWriter, prefetched
 
 
 def test_prefetch_keeps_order_runs_ahead_on_threads_and_stays_bounded():
@@ -72,9 +72,10 @@ def test_extract_decodes_runs_the_engine_and_writes_on_separate_threads(tmp_path
     import numpy as np
     from PIL import Image
 
-    from cvx2_backbone import extractor as extractor_module
-    from cvx2_backbone.cli import main
-    from cvx2_backbone.commands import extract
+    from cvx2_backbone.extraction import extractor as extractor_module
+    from cvx2_backbone.extraction import images as images_module
+    from cvx2_backbone.cli.main import main
+    from cvx2_backbone.cli.commands import extract
 
     for index in range(6):
         Image.fromarray(np.full((32, 48, 3), index, np.uint8)).save(tmp_path / f"{index}.png")
@@ -86,7 +87,7 @@ def test_extract_decodes_runs_the_engine_and_writes_on_separate_threads(tmp_path
             return func(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(extractor_module, "read_image", spy("read", extractor_module.read_image))
+    monkeypatch.setattr(images_module, "read_image", spy("read", images_module.read_image))
     extractor_class = extractor_module.FeatureExtractor
     monkeypatch.setattr(extractor_class, "infer", spy("infer", extractor_class.infer))
     monkeypatch.setattr(extract, "write_atomic", spy("write", extract.write_atomic))

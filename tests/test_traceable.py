@@ -11,7 +11,7 @@ import torch
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2, ops
-from cvx2_backbone.benchmark import randomize_
+from cvx2_backbone.benchmark.models import randomize_
 
 FP32_RTOL = 1e-5
 SMALL = dict(depths=[1, 1, 2, 1], dims=[16, 24, 32, 40])

@@ -24,7 +24,7 @@ pytest.importorskip("mmdet")
 pytest.importorskip("mmseg")
 
 from cvx2_backbone.datasets import make_ade_shapes, make_coco_shapes  # noqa: E402
-from cvx2_backbone.engine.plain_checkpoints import PlainCheckpointHook, restore_message_hub  # noqa: E402
+from cvx2_backbone.engine.hooks import PlainCheckpointHook, restore_message_hub  # noqa: E402
 from test_train_e2e import DET_CONFIG, SEG_CONFIG, ROOT, as_cli, det_options, run_tool, seg_options  # noqa: E402
 from test_train_e2e import small_det_heads  # noqa: E402
 

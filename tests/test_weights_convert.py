@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from cvx2_backbone.cli import main
+from cvx2_backbone.cli.main import main
 from cvx2_backbone.weights import load_pretrained
 from test_weights_support import assert_same_outputs, fresh_like, image, small_backbone
 

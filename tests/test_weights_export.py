@@ -11,7 +11,7 @@ import transformers
 from timm.models import load_checkpoint
 
 from cvx2_backbone import ConvNeXt, ConvNeXtV2
-from cvx2_backbone.cli import main
+from cvx2_backbone.cli.main import main
 from cvx2_backbone.weights import Checkpoint, read_checkpoint, save_checkpoint
 from test_weights_support import assert_same_outputs, image, randomise, relative_error
 
@@ -171,7 +171,7 @@ def test_custom_size_and_activation_reach_transformers_and_timm(tmp_path):
 
 
 def test_the_command_offers_every_writer():
-    from cvx2_backbone.commands.convert import FORMATS as COMMAND_FORMATS
+    from cvx2_backbone.cli.commands.convert import FORMATS as COMMAND_FORMATS
     from cvx2_backbone.weights import FORMATS
 
     assert COMMAND_FORMATS == FORMATS == ("cvx2", "hf", "timm", "official")

@@ -9,9 +9,9 @@ import torch
 from transformers import ConvNextV2Backbone, ConvNextV2Config, ConvNextV2ForImageClassification
 
 from cvx2_backbone import ConvNeXtV2
-from cvx2_backbone.cli import main
-from cvx2_backbone.commands.classify import Classifier
-from cvx2_backbone.extractor import FeatureExtractor
+from cvx2_backbone.cli.main import main
+from cvx2_backbone.extraction.classifier import Classifier
+from cvx2_backbone.extraction.extractor import FeatureExtractor
 from cvx2_backbone.weights import ArchMismatchError, read_checkpoint
 from test_weights_support import SMALL_ARCH, assert_same_outputs, image, randomise
 

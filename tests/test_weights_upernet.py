@@ -10,7 +10,7 @@ import torch
 import pytest
 from transformers import ConvNextConfig, ConvNextV2Config, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
 
-from cvx2_backbone.cli import main
+from cvx2_backbone.cli.main import main
 from test_weights_support import randomise, relative_error
 
 ROOT = Path(__file__).resolve().parents[1]

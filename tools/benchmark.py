@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
 
-from cvx2_backbone.cli import command_main  # noqa: E402
+from cvx2_backbone.cli.main import command_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(command_main("bench", "tools/benchmark.py"))

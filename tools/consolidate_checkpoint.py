@@ -13,7 +13,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
 
-from cvx2_backbone.usage import HelpFormatter, UsageError, add_debug_argument, run_command  # noqa: E402
+from cvx2_backbone.utils.usage import HelpFormatter, UsageError, add_debug_argument, run_command  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from cvx2_backbone.cli import command_main
+from cvx2_backbone.cli.main import command_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
 
-from cvx2_backbone.engine import test_main  # noqa: E402
+from cvx2_backbone.cli.train_test import test_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(test_main())

@@ -17,7 +17,7 @@ seconds per export (measured with cProfile on the 2-core machine).
 ONNX export context, that exports with ``dynamo=False`` by default under :func:`rewriting_fixes` (``_cast_Long``
 supplied, frames looked up directly). ``import cvx2_backbone`` registers it (and the exact rewriters of
 :mod:`.mmdeploy_exact`) in every process that imports both packages, in either order
-(:func:`cvx2_backbone.import_hooks.after_import`): mmdeploy's ``tools/deploy.py`` workers import this package
+(:func:`cvx2_backbone.utils.import_hooks.after_import`): mmdeploy's ``tools/deploy.py`` workers import this package
 through the model config's ``custom_imports`` before they export.
 """
 from __future__ import annotations
@@ -44,8 +44,7 @@ def require_mmdeploy() -> Any:
         import aenum  # noqa: F401  (mmdeploy registers its codebases with aenum.extend_enum)
     except ImportError as error:
         raise ImportError(f"mmdeploy needs aenum, which is not installed; {INSTALL_HINT}") from error
-    _register_with_mmdeploy()
-    return mmdeploy
+    return mmdeploy  # importing it registered this package's rewriters (``import cvx2_backbone`` arranged that)
 
 
 def _cast_long(g: Any, value: Any, non_blocking: Any) -> Any:
@@ -91,8 +90,4 @@ def torchscript_by_default(export: Callable, kwargs: dict) -> dict:
     if "dynamo" in inspect.signature(export).parameters:
         return {"dynamo": False, **kwargs}
     return kwargs
-
-
-def _register_with_mmdeploy() -> None:
-    from . import mmdeploy_plugin  # noqa: F401  (registers the rewriters, once per process)
 

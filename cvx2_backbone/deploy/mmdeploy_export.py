@@ -16,30 +16,28 @@ from typing import Any, Union
 from mmengine.config import Config
 from torch import Tensor, nn
 
-from .mmdeploy_compat import require_mmdeploy
+from cvx2_backbone.deploy.mmdeploy_compat import require_mmdeploy
+from cvx2_backbone.deploy.mmdeploy_segmentation import SegmentationModel
+from cvx2_backbone.models.convnext import ConvNeXt
 
 ConfigLike = Union[str, Path, Config]
 # This package's deploy configs first, then mmdeploy's own (copied unchanged from its v1.3.1 configs/).
-CONFIG_DIRS = (Path(__file__).parent / "configs", Path(__file__).parent / "mmdeploy_configs")
+CONFIG_DIR = Path(__file__).parent / "configs"  # mmdeploy's configs (copied) and this package's
 DETECTION_DEPLOY_CONFIG = "mmdet/instance-seg/instance-seg_onnxruntime_dynamic.py"  # mmdeploy's own
 SEGMENTATION_DEPLOY_CONFIG = "mmseg/segmentation-logits_onnxruntime_dynamic.py"  # mmdeploy's, logits out
 
 
 def deploy_config(name: str) -> Path:
     """Path of a deploy config shipped with this package, by its mmdeploy ``configs/``-relative name."""
-    for folder in CONFIG_DIRS:
-        if (folder / name).is_file():
-            return folder / name
-    shipped = sorted(str(p.relative_to(folder)) for folder in CONFIG_DIRS for p in folder.rglob("*.py")
-                     if "_base_" not in p.parts)
+    if (CONFIG_DIR / name).is_file():
+        return CONFIG_DIR / name
+    shipped = sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.py") if "_base_" not in p.parts)
     raise FileNotFoundError(f"no shipped deploy config {name!r}; shipped: {shipped}. Pass the path of any other "
                             "config from a clone of open-mmlab/mmdeploy (tag v1.3.1) instead")
 
 
 def count_backbones(model: nn.Module) -> int:
     """How many ConvNeXt backbones of this package ``model`` holds (the rewriters here assume at least one)."""
-    from ..convnext import ConvNeXt
-
     return sum(isinstance(module, ConvNeXt) for module in model.modules())
 
 
@@ -161,7 +159,6 @@ def build_deployed_model(processor: Any, onnx_file: str | Path) -> nn.Module:
 
     if get_codebase(processor.deploy_cfg) != Codebase.MMSEG:
         return processor.build_backend_model([str(onnx_file)])
-    from .mmdeploy_segmentation import SegmentationModel
 
     model = processor.model_cfg.model
     return SegmentationModel(backend=get_backend(processor.deploy_cfg), backend_files=[str(onnx_file)],

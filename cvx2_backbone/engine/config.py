@@ -13,8 +13,8 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..resources import config_path
-from ..usage import UsageError
+from cvx2_backbone.utils.resources import config_path
+from cvx2_backbone.utils.usage import UsageError
 
 TASKS = {"mmdet": "detection", "mmseg": "segmentation", "cvx2_backbone": "FCMAE pre-training"}
 EXAMPLE_CONFIG = "configs/convnextv2/mask-rcnn_convnextv2-atto-fcmae_fpn_lsj-3x_coco.py"

@@ -21,8 +21,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.runner.amp import autocast
 from torch import nn
 
-from ..ops.linear import native_cpu_dtypes
-from ..registry import OPTIM_WRAPPERS, SCOPE
+from cvx2_backbone.ops.linear import native_cpu_dtypes
+from cvx2_backbone.registry import OPTIM_WRAPPERS, SCOPE
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -16,8 +16,8 @@ import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
 from torch import nn
 
-from ..registry import MODEL_WRAPPERS
-from ..usage import UsageError
+from cvx2_backbone.registry import MODEL_WRAPPERS
+from cvx2_backbone.utils.usage import UsageError
 
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 DEFAULT_PORT = "29500"

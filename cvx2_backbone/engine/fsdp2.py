@@ -27,11 +27,11 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from torch.distributed.fsdp import FSDPModule
 
-from ..registry import STRATEGIES
-from ..usage import UsageError
-from .sharded_checkpoint import (consolidated_path, is_sharded_checkpoint, load_sharded, save_sharded,
-                                 write_consolidated)
-from .sharding import mixed_precision_policy, shard_model
+from cvx2_backbone.registry import STRATEGIES
+from cvx2_backbone.utils.usage import UsageError
+from cvx2_backbone.engine.sharded_checkpoint import (consolidated_path, is_sharded_checkpoint, load_sharded,
+                                                     save_sharded, write_consolidated)
+from cvx2_backbone.engine.sharding import mixed_precision_policy, shard_model
 
 CONSOLIDATE = ("last", "every", "never")
 

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from typing import Sequence
 
-from ..usage import EXIT_USAGE
+from cvx2_backbone.utils.usage import EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..usage import UsageError
-from ..weights import CheckpointError, UnsafeCheckpointError
-from ..weights.reading import read_file
-from .sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
+from cvx2_backbone.utils.usage import UsageError
+from cvx2_backbone.weights import CheckpointError, UnsafeCheckpointError
+from cvx2_backbone.weights.reading import read_file
+from cvx2_backbone.engine.sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
 
 _PERIODIC = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
 LAST_CHECKPOINT = "last_checkpoint"  # mmengine's pointer file in the work dir

@@ -26,14 +26,14 @@ from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 from torch import nn
 
-from ..usage import UsageError, user_errors, user_input
-from ..weights import CheckpointError, check_fit
-from .config import apply_test_args, apply_train_args, load_config, scope_of, set_work_dir
-from .device import adapt_to_cpu
-from .distributed import LAUNCHERS, init_cpu_process_group
-from .plain_checkpoints import with_plain_checkpoints
-from .resume import newest_loadable
-from .sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
+from cvx2_backbone.utils.usage import UsageError, user_errors, user_input
+from cvx2_backbone.weights import CheckpointError, check_fit
+from cvx2_backbone.engine.config import apply_test_args, apply_train_args, load_config, scope_of, set_work_dir
+from cvx2_backbone.engine.device import adapt_to_cpu
+from cvx2_backbone.engine.distributed import LAUNCHERS, init_cpu_process_group
+from cvx2_backbone.engine.hooks import with_plain_checkpoints
+from cvx2_backbone.engine.resume import newest_loadable
+from cvx2_backbone.engine.sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
 
 
 def _load(config: str | Path, cfg_options: dict[str, Any] | None, work_dir: str | None, launcher: str) -> Config:

@@ -21,7 +21,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from ..files import atomic_path
+from cvx2_backbone.utils.files import atomic_path
 SHARDED_KEYS = ("state_dict", "optimizer")  # saved through DCP, sharded
 RUNNER_STATE = "runner_state.pth"
 DCP_METADATA = ".metadata"

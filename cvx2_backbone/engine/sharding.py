@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-from ..convnext import Block, ConvNeXt
+from cvx2_backbone.models.convnext import Block, ConvNeXt
 
 # Children of mmdet's and mmseg's models that the host only calls through forward or these methods.
 # (DETR-like detectors reach into their bbox_head from outside it, so their heads stay in the root unit.)

@@ -19,7 +19,7 @@ import torch
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
-from ..registry import DATASETS, TRANSFORMS
+from cvx2_backbone.registry import DATASETS, TRANSFORMS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _LISTED = 100  # skipped files named one per line in the log; the rest are counted

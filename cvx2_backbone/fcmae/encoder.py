@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from .masking import upsample_mask
+from cvx2_backbone.fcmae.masking import upsample_mask
 
 if TYPE_CHECKING:
-    from ..convnext import ConvNeXt
+    from cvx2_backbone.models.convnext import ConvNeXt
 
 GRN_STATS = ("image", "batch")
 MASKED_IMPLS = ("gather", "dense")

@@ -18,10 +18,10 @@ from mmengine.model import BaseModel
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
-from ..convnext import Block, ConvNeXtV2
-from ..registry import MODELS
-from .encoder import check_options, masked_forward
-from .masking import check_mask_ratio, patchify, random_patch_mask, unpatchify
+from cvx2_backbone.models.convnext import Block, ConvNeXtV2
+from cvx2_backbone.registry import MODELS
+from cvx2_backbone.fcmae.encoder import check_options, masked_forward
+from cvx2_backbone.fcmae.masking import check_mask_ratio, patchify, random_patch_mask, unpatchify
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

@@ -1,6 +1,6 @@
 """Fused kernels of the ConvNeXt block, and the dispatcher that picks them per call.
 
-``Block.forward`` (cvx2_backbone/convnext.py) is the official formulation in plain torch ops.
+``Block.forward`` (cvx2_backbone/models/convnext.py) is the official formulation in plain torch ops.
 Before running it, the block asks :func:`fused_block_kernel` whether a fused kernel computes the
 same function faster for this call:
 
@@ -28,10 +28,11 @@ their maxima (same values in fp32; ``cvx2 export`` traces under it so that fp16 
 ``with cvx2_backbone.ops.record_kernels() as counts:`` counts which kernel every block call ran
 (``counts['onednn_inference']``, ...); the tests assert it.
 """
-from .block import fused_block_kernel
-from .dispatch import (BLAS_INFERENCE, FAST_PATH_ENV, FOLDED_AUTOGRAD, KERNELS, ONEDNN_INFERENCE, PLAIN,
-                       fp16_safe_statistics, fp16_safe_statistics_enabled, plain_ops, record_kernels)
-from .grn import scaled_response_norm
+from cvx2_backbone.ops.block import fused_block_kernel
+from cvx2_backbone.ops.dispatch import (BLAS_INFERENCE, FAST_PATH_ENV, FOLDED_AUTOGRAD, KERNELS, ONEDNN_INFERENCE,
+                                        PLAIN, fp16_safe_statistics, fp16_safe_statistics_enabled, plain_ops,
+                                        record_kernels)
+from cvx2_backbone.ops.grn import scaled_response_norm
 
 __all__ = ["BLAS_INFERENCE", "FAST_PATH_ENV", "FOLDED_AUTOGRAD", "KERNELS", "ONEDNN_INFERENCE", "PLAIN",
            "fp16_safe_statistics", "fp16_safe_statistics_enabled", "fused_block_kernel", "plain_ops",

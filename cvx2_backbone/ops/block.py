@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import linear
-from .casts import cast_once
-from .dispatch import BLAS_INFERENCE, FOLDED_AUTOGRAD, ONEDNN_INFERENCE, inference_dtype, select_block_kernel
-from .grn import response_scale
+from cvx2_backbone.ops import linear
+from cvx2_backbone.ops.casts import cast_once
+from cvx2_backbone.ops.dispatch import (BLAS_INFERENCE, FOLDED_AUTOGRAD, ONEDNN_INFERENCE, inference_dtype,
+                                        select_block_kernel)
+from cvx2_backbone.ops.grn import response_scale
 
 BlockKernel = Callable[[nn.Module, Tensor], Tensor]
 Linears = type[linear.OneDnnLinears] | type[linear.BlasLinears]

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, fx
 
-from . import linear
+from cvx2_backbone.ops import linear
 
 PLAIN, FOLDED_AUTOGRAD = "plain", "folded_autograd"
 ONEDNN_INFERENCE, BLAS_INFERENCE = "onednn_inference", "blas_inference"

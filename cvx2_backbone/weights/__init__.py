@@ -9,18 +9,18 @@ a checkpoint fits a backbone or a whole detector/segmentor before anything loads
 """
 from __future__ import annotations
 
-from .arch import ArchSpec, arch_from_config, arch_from_state_dict, infer_arch
-from .conversion import ConvertedStateDict, convert_state_dict
-from .converting import Conversion, convert_checkpoint
-from .errors import (ArchMismatchError, CheckpointError, HubUnavailableError, ModelMismatchError,
+from cvx2_backbone.weights.arch import ArchSpec, arch_from_config, arch_from_state_dict, infer_arch
+from cvx2_backbone.weights.readers.state_dict import ConvertedStateDict, convert_state_dict
+from cvx2_backbone.weights.convert import Conversion, convert_checkpoint
+from cvx2_backbone.weights.errors import (ArchMismatchError, CheckpointError, HubUnavailableError, ModelMismatchError,
                      UnsafeCheckpointError)
-from .fit import FitReport, check_fit, describe_model, describe_weights
-from .hub import Downloader, HubDownloader, current_downloader, use_downloader
-from .loader import Checkpoint, load_pretrained, read_checkpoint
-from .reading import UNSAFE_PICKLE_ENV
-from .report import LoadReport
-from .saving import FORMATS, Written, save_checkpoint
-from .sources import ResolvedSource, resolve_source
+from cvx2_backbone.weights.fit import FitReport, check_fit, describe_model, describe_weights
+from cvx2_backbone.weights.hub import Downloader, HubDownloader, current_downloader, use_downloader
+from cvx2_backbone.weights.loader import Checkpoint, load_pretrained, read_checkpoint
+from cvx2_backbone.weights.reading import UNSAFE_PICKLE_ENV
+from cvx2_backbone.weights.report import LoadReport
+from cvx2_backbone.weights.saving import FORMATS, Written, save_checkpoint
+from cvx2_backbone.weights.sources import ResolvedSource, resolve_source
 
 __all__ = [
     "arch_from_config", "arch_from_state_dict", "ArchMismatchError", "ArchSpec", "check_fit", "Checkpoint",

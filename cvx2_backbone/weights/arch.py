@@ -11,8 +11,9 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
-from ..convnext import V1_ARCHS, V2_ARCHS, ConvNeXt, ConvNeXtV2, canonical_activation
-from .errors import ArchMismatchError, CheckpointError
+from cvx2_backbone.models.convnext import V1_ARCHS, V2_ARCHS, ConvNeXt, ConvNeXtV2, canonical_activation
+from cvx2_backbone.weights.errors import ArchMismatchError, CheckpointError
+from cvx2_backbone.weights.readers.state_dict import convert_state_dict
 
 _BLOCK = re.compile(r"^stages\.(\d+)\.(\d+)\.")
 _TIMM_ARCH = re.compile(r"^convnext(v2)?_([a-z]+)$")
@@ -195,7 +196,6 @@ def infer_arch(source: Mapping[str, Any]) -> ArchSpec:
     """The architecture of a checkpoint (any supported layout, wrapped or not) or of a config.json dict."""
     if any(key in source for key in _CONFIG_KEYS):
         return arch_from_config(source)
-    from .conversion import convert_state_dict
     return arch_from_state_dict(convert_state_dict(source).state_dict)
 
 

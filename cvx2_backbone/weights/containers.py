@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
-from .errors import CheckpointError
+from cvx2_backbone.weights.errors import CheckpointError
 
 # Container keys, best first: EMA weights are the ones the published results use.
 CONTAINER_KEYS = ("model_ema", "state_dict", "model", "module", "ema", "net", "params")

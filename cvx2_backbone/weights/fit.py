@@ -21,14 +21,15 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from ..convnext import ConvNeXt
-from .arch import ArchSpec, arch_from_state_dict
-from .containers import find_state_dict
-from .conversion import convert_state_dict
-from .errors import CheckpointError, ModelMismatchError
-from .reading import read_files
-from .report import OPT_IN, examples
-from .sources import resolve_source
+from cvx2_backbone.models.convnext import ConvNeXt
+from cvx2_backbone.weights.arch import ArchSpec, arch_from_state_dict
+from cvx2_backbone.weights.containers import find_state_dict
+from cvx2_backbone.weights.readers.state_dict import convert_state_dict
+from cvx2_backbone.weights.errors import CheckpointError, ModelMismatchError
+from cvx2_backbone.weights.reading import read_files
+from cvx2_backbone.weights.report import OPT_IN, examples
+from cvx2_backbone.weights.sources import resolve_source
+from cvx2_backbone.weights.loader import read_checkpoint
 
 
 @dataclass
@@ -91,7 +92,6 @@ def check_fit(model: nn.Module, source: str | os.PathLike | Mapping[str, Any], *
     if label is None:
         label = "<state dict>" if isinstance(source, Mapping) else os.fspath(source)
     if isinstance(model, ConvNeXt):
-        from .loader import read_checkpoint
 
         checkpoint = read_checkpoint(source, trust_pickle=trust_pickle)
         _, report = checkpoint.fit(model, label, allow_partial)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, TypeVar
 from urllib.parse import urlparse
 
-from .errors import HubUnavailableError
+from cvx2_backbone.weights.errors import HubUnavailableError
 
 _TRUTHY = {"1", "ON", "YES", "TRUE"}
 T = TypeVar("T")

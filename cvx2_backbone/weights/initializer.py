@@ -9,8 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from ..registry import WEIGHT_INITIALIZERS
-from .loader import load_pretrained
+from cvx2_backbone.registry import WEIGHT_INITIALIZERS
+from cvx2_backbone.weights.loader import load_pretrained
 
 
 @WEIGHT_INITIALIZERS.register_module(name="Pretrained")

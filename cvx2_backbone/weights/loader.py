@@ -14,14 +14,14 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from ..convnext import ConvNeXt
-from .arch import ArchSpec, activation_from_meta, apply_config, arch_from_state_dict
-from .conversion import convert_state_dict
-from .errors import CheckpointError
-from .hub import Downloader
-from .reading import FileContents, read_files
-from .report import LoadReport, check_arch, match_keys
-from .sources import ResolvedSource, resolve_source
+from cvx2_backbone.models.convnext import ConvNeXt
+from cvx2_backbone.weights.arch import ArchSpec, activation_from_meta, apply_config, arch_from_state_dict
+from cvx2_backbone.weights.readers.state_dict import convert_state_dict
+from cvx2_backbone.weights.errors import CheckpointError
+from cvx2_backbone.weights.hub import Downloader
+from cvx2_backbone.weights.reading import FileContents, read_files
+from cvx2_backbone.weights.report import LoadReport, check_arch, match_keys
+from cvx2_backbone.weights.sources import ResolvedSource, resolve_source
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import CheckpointError, UnsafeCheckpointError
+from cvx2_backbone.weights.errors import CheckpointError, UnsafeCheckpointError
 
 UNSAFE_PICKLE_ENV = "CVX2_ALLOW_UNSAFE_PICKLE"
 

@@ -14,8 +14,8 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-from .arch import ArchSpec
-from .errors import ArchMismatchError, CheckpointError
+from cvx2_backbone.weights.arch import ArchSpec
+from cvx2_backbone.weights.errors import ArchMismatchError, CheckpointError
 
 OUTPUT_NORM = re.compile(r"^(norm\d+|norm_stem)\.")  # the backbone's per-output LayerNorms
 CLASSIFIER = re.compile(r"^(norm|head)\.")  # a classification model's final norm and head

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .loader import Checkpoint
-from .writers import FORMATS, Written, writer
+from cvx2_backbone.weights.loader import Checkpoint
+from cvx2_backbone.weights.writers import FORMATS, Written, writer
 
 __all__ = ["FORMATS", "Written", "save_checkpoint"]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import CheckpointError, HubUnavailableError
-from .hub import Downloader, current_downloader, once_per_node
+from cvx2_backbone.weights.errors import CheckpointError, HubUnavailableError
+from cvx2_backbone.weights.hub import Downloader, current_downloader, once_per_node
 
 # What a folder or hub repo may hold, best first.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

@@ -15,15 +15,16 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from ..files import atomic_path
-from .arch import ArchSpec, activation_from_meta, apply_config, arch_from_state_dict, config_outputs
-from .containers import find_state_dict
-from .errors import CheckpointError
-from .formats import canonical_shapes, to_project_layout
-from .formats import huggingface as hf_reader
-from .formats.rename import compile_rules, rename
-from .writers.common import Written, activation_notes, fit_shapes, save_pretrained
-from .writers.huggingface import hf_config, hf_key
+from cvx2_backbone.utils.files import atomic_path
+from cvx2_backbone.weights.arch import (ArchSpec, activation_from_meta, apply_config, arch_from_state_dict,
+                                        config_outputs)
+from cvx2_backbone.weights.containers import find_state_dict
+from cvx2_backbone.weights.errors import CheckpointError
+from cvx2_backbone.weights.readers import canonical_shapes, to_project_layout
+from cvx2_backbone.weights.readers import huggingface as hf_reader
+from cvx2_backbone.weights.readers.rename import compile_rules, rename
+from cvx2_backbone.weights.writers.common import Written, activation_notes, fit_shapes, save_pretrained
+from cvx2_backbone.weights.writers.huggingface import hf_config, hf_key
 
 NAME = "upernet"
 HEADS = ("decode_head.", "auxiliary_head.")

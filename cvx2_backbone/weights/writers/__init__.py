@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cvx2, huggingface, official, timm
-from .common import Written
+from cvx2_backbone.weights.writers import cvx2, huggingface, official, timm
+from cvx2_backbone.weights.writers.common import Written
 
 WRITERS: dict[str, ModuleType] = {module.NAME: module for module in (cvx2, huggingface, timm, official)}
 FORMATS = tuple(WRITERS)

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError
+from cvx2_backbone.weights.errors import CheckpointError
+from cvx2_backbone.utils.files import atomic_folder, atomic_path
 
 if TYPE_CHECKING:
-    from ..arch import ArchSpec
+    from cvx2_backbone.weights.arch import ArchSpec
 
 SAFETENSORS_SUFFIX = ".safetensors"
 
@@ -75,8 +76,6 @@ def fill_from(model: nn.Module, tensors: dict[str, Tensor]) -> list[str]:
 def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str] | None = None,
                  container: str | None = None) -> None:
     """``.safetensors`` as such, any other suffix as ``torch.save`` (``{container: tensors}`` if given)."""
-    from ...files import atomic_path
-
     with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
         if path.suffix == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_file
@@ -93,8 +92,6 @@ def save_pretrained(model: nn.Module, path: Path) -> None:
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        from ...files import atomic_folder
-
         with atomic_folder(path) as tmp:
             model.save_pretrained(tmp)
     finally:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...files import atomic_path
-from ...version import __version__
-from .common import SAFETENSORS_SUFFIX, Written, save_tensors
+from cvx2_backbone.utils.files import atomic_path
+from cvx2_backbone.version import __version__
+from cvx2_backbone.weights.writers.common import SAFETENSORS_SUFFIX, Written, save_tensors
 
 if TYPE_CHECKING:
-    from ..loader import Checkpoint
+    from cvx2_backbone.weights.loader import Checkpoint
 
 NAME = "cvx2"
 DESCRIPTION = "this project's layout (loads through init_cfg)"

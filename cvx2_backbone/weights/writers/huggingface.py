@@ -12,16 +12,16 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...convnext import canonical_activation
-from ..errors import CheckpointError
-from ..formats.rename import compile_rules, rename_key
-from ..report import CLASSIFIER, OUTPUT_NORM
-from .common import (Written, activation_notes, fill_from, fit_shapes, modules_of,
+from cvx2_backbone.models.convnext import canonical_activation
+from cvx2_backbone.weights.errors import CheckpointError
+from cvx2_backbone.weights.readers.rename import compile_rules, rename_key
+from cvx2_backbone.weights.report import CLASSIFIER, OUTPUT_NORM
+from cvx2_backbone.weights.writers.common import (Written, activation_notes, fill_from, fit_shapes, modules_of,
                      save_pretrained)
 
 if TYPE_CHECKING:
-    from ..arch import ArchSpec
-    from ..loader import Checkpoint
+    from cvx2_backbone.weights.arch import ArchSpec
+    from cvx2_backbone.weights.loader import Checkpoint
 
 NAME = "hf"
 DESCRIPTION = "a Hugging Face transformers save_pretrained folder (ConvNextV2/ConvNext)"

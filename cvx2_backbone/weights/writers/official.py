@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..report import OUTPUT_NORM
-from .common import Written, modules_of, save_tensors
+from cvx2_backbone.weights.report import OUTPUT_NORM
+from cvx2_backbone.weights.writers.common import Written, modules_of, save_tensors
 
 if TYPE_CHECKING:
-    from ..loader import Checkpoint
+    from cvx2_backbone.weights.loader import Checkpoint
 
 NAME = "official"
 DESCRIPTION = "the official repositories' layout ({'model': ...}, GRN as (1, 1, 1, C))"

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ...convnext import canonical_activation
-from ..errors import CheckpointError
-from ..formats.rename import compile_rules, rename_key
-from ..report import OUTPUT_NORM
-from .common import Written, activation_notes, fit_shapes, modules_of, save_tensors
+from cvx2_backbone.models.convnext import canonical_activation
+from cvx2_backbone.weights.errors import CheckpointError
+from cvx2_backbone.weights.readers.rename import compile_rules, rename_key
+from cvx2_backbone.weights.report import OUTPUT_NORM
+from cvx2_backbone.weights.writers.common import Written, activation_notes, fit_shapes, modules_of, save_tensors
 
 if TYPE_CHECKING:
-    from ..arch import ArchSpec
-    from ..loader import Checkpoint
+    from cvx2_backbone.weights.arch import ArchSpec
+    from cvx2_backbone.weights.loader import Checkpoint
 
 NAME = "timm"
 DESCRIPTION = "a timm state dict (convnextv2_*/convnext_*)"

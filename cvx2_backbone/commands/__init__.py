@@ -1,1 +1,0 @@
-"""Subcommands of the ``cvx2`` command line (see ``cvx2_backbone.cli``)."""
