@@ -275,7 +275,6 @@ def _run(output: Path, settings: DemoSettings, echo: Callable[[str], None]) -> D
     from mmengine.runner import Runner
 
     from cvx2_backbone.datasets import make_coco_shapes
-
     from cvx2_backbone.utils.files import atomic_path, remove_stale_temporaries, write_atomic
 
     start = time.perf_counter()
