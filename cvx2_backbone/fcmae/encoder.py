@@ -10,7 +10,7 @@ them from GRN's norm. These are functions over the backbone's public submodules
 (``downsample_layers.i``, ``stages.i.j.{dwconv,norm,pwconv1,act,grn,pwconv2,gamma,drop_path}``),
 so the backbone's own blocks and fast paths stay untouched.
 
-Two implementations compute the same values (tests/test_fcmae_encoder.py checks both against a
+Two implementations compute the same values (tests/fcmae/test_encoder.py checks both against a
 brute-force sparse reference):
 
 * ``dense``: every layer on the full map, hidden sites re-zeroed (the plainest form);
