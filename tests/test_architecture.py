@@ -6,6 +6,7 @@ function-local import still ties two rooms together), so the test needs no impor
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cvx2_backbone"
@@ -87,7 +88,7 @@ def test_relative_and_function_local_imports_are_read(tmp_path, monkeypatch):
     (package / "sub" / "__init__.py").write_text("")
     (package / "sub" / "a.py").write_text("from . import b\n")
     (package / "sub" / "b.py").write_text("def f():\n    from ..sub.a import x\n")
-    monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
     assert find_cycle(import_graph()) == ["cvx2_backbone.sub.a", "cvx2_backbone.sub.b", "cvx2_backbone.sub.a"]
 
 

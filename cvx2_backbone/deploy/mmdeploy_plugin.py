@@ -16,7 +16,7 @@ from typing import Any
 from mmdeploy.core import FUNCTION_REWRITER
 from mmdeploy.utils import IR
 
-from cvx2_backbone import convnext  # noqa: F401  (its torch.fx.wrap must run outside mmdeploy's contexts, see below)
+from cvx2_backbone.models import convnext  # noqa: F401  (its torch.fx.wrap must run outside mmdeploy's contexts)
 from cvx2_backbone.ops import fp16_safe_statistics, plain_ops
 from cvx2_backbone.deploy import mmdeploy_exact  # noqa: F401  (registers the exact rewriters)
 from cvx2_backbone.deploy.mmdeploy_compat import rewriting_fixes, torchscript_by_default

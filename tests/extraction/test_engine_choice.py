@@ -10,7 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cvx2_backbone import ConvNeXtV2, engine_cache, engines
+from cvx2_backbone import ConvNeXtV2
+from cvx2_backbone.extraction import engine_choice as engines
+from cvx2_backbone.runtimes import choice_cache as engine_cache
+from cvx2_backbone.runtimes.compare import worst_relative_error
 from cvx2_backbone.cli.main import main
 from cvx2_backbone.extraction.feature_files import load_features
 from cvx2_backbone.extraction.extractor import FeatureExtractor
@@ -72,12 +75,12 @@ def test_each_engine_equals_the_pytorch_path_with_the_fpn_of_a_detector(detector
     assert engine.name == runtime and engine.precision_used == precision
     assert list(features) == ["p2", "p3", "p4", "p5", "p6"]
     expected = plain_fp32(extractor, x)
-    error = engines.relative_error(list(features.values()), expected)
+    error = worst_relative_error(list(features.values()), expected)
     assert all(f.dtype == torch.float32 for f in features.values())
     if precision == "fp32":
         assert error <= engines.FP32_TOLERANCE
     else:  # the stated bf16 bound, against PyTorch's own bf16 path
-        torch_bf16 = engines.relative_error(engines.TorchEngine(extractor, "bf16")(x), expected)
+        torch_bf16 = worst_relative_error(engines.TorchEngine(extractor, "bf16")(x), expected)
         assert error <= max(engines.BF16_FACTOR * torch_bf16, engines.BF16_FLOOR)
         assert error > 1e-5  # it really computed in bf16
 
@@ -113,7 +116,8 @@ def test_the_cache_key_changes_with_the_machine_and_the_model(tmp_path, monkeypa
     assert engine_cache.ChoiceCache(here, engine_cache.model_digest(model), tmp_path).load() == {
         "fp32/1/s": {"engine": "openvino"}}
 
-    monkeypatch.setattr(engine_cache, "_cpu_info", lambda: ("Some Other CPU", "0123456789abcdef"))
+    monkeypatch.setattr(engine_cache, "cpu_model_name", lambda: "Some Other CPU")
+    monkeypatch.setattr(engine_cache, "cpu_flags_digest", lambda: "0123456789abcdef")
     elsewhere = engine_cache.machine_identity(2)
     assert elsewhere != here
     for other in (engine_cache.ChoiceCache(elsewhere, cache.digest, tmp_path),  # another machine
@@ -145,7 +149,7 @@ def test_an_engine_that_is_not_installed_is_left_out_with_a_note(monkeypatch, tm
 
 @pytest.mark.parametrize("runtime", ["auto", *EXPORTED])
 def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runtime, monkeypatch):
-    from cvx2_backbone import allocator
+    from cvx2_backbone.runtimes import allocator
 
     calls = []
     monkeypatch.setattr(allocator, "reuse_freed_memory", lambda: calls.append(1) or True)
@@ -176,20 +180,22 @@ def test_extract_command_files_are_the_same_whichever_engine_ran(tmp_path, runti
 
 @pytest.mark.skipif("openvino" not in EXPORTED, reason="needs openvino")
 def test_openvino_compiles_once_for_new_sizes_and_per_size_for_recurring_ones(monkeypatch):
-    monkeypatch.setattr(engines, "STATIC_SHAPES", 2)
     extractor = FeatureExtractor(randomized(ConvNeXtV2(arch=TINY)), runtime="openvino")
     engine = extractor.engines.engine("openvino")
-    dynamic = engine.compiled
+    openvino = engine.runtime
+    openvino.static_shapes = 2
+    dynamic = openvino.dynamic["fp32"]
     shapes = ((1, 3, 64, 64), (1, 3, 64, 72), (1, 3, 72, 64))  # one bucket: checked once, on the first shape
     assert len({engines.shape_bucket(shape, "fp32") for shape in shapes}) == 1
     for call, shape in enumerate([*shapes, *shapes, shapes[0]]):
         x = pixels(shape)
         features, ran = extractor.infer(x)
-        assert ran is engine and engine.compiled is dynamic  # one dynamic model serves every new shape
+        assert ran is engine and openvino.dynamic["fp32"] is dynamic  # one dynamic model serves every new shape
         # a recurring shape runs its own static model; the check ran the first shape twice
-        assert (shape in engine.static) is (call == 0 or call >= len(shapes))
-        assert engines.relative_error(list(features.values()), plain_fp32(extractor, x)) <= engines.FP32_TOLERANCE
-    assert list(engine.static) == [shapes[2], shapes[0]]  # the two most recently used, oldest first
+        assert ((shape, "fp32") in openvino.static) is (call == 0 or call >= len(shapes))
+        assert worst_relative_error(list(features.values()), plain_fp32(extractor, x)) <= engines.FP32_TOLERANCE
+    assert list(openvino.static) == [(shapes[2], "fp32"), (shapes[0], "fp32")]  # the two most recently used, oldest
+    # first
 
 
 def test_the_export_cache_keeps_the_most_recently_used_models(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 def test_reusing_freed_memory_stops_the_page_faults_of_large_blocks():
     script = (
         "import resource, sys, torch\n"
-        "from cvx2_backbone import allocator\n"
+        "from cvx2_backbone.runtimes import allocator\n"
         "assert allocator.reuse_freed_memory() if sys.argv[1] == 'on' else not allocator.applied()\n"
         "def faults():\n"
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
