@@ -116,3 +116,15 @@ def test_function_local_imports_of_the_package_only_in_the_command_line():
                           if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(
                               "cvx2_backbone"))]
     assert not local, f"function-local imports of the package's own modules: {local}"
+
+
+def test_no_circle_between_rooms():
+    """The rooms (the root's modules and folders) import one another one way only: docs/architecture.md's order."""
+    def room(module: str) -> str:
+        return module.split(".")[1] if "." in module else "__init__"
+
+    rooms: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        rooms.setdefault(room(module), set()).update(room(t) for t in targets if room(t) != room(module))
+    cycle = find_cycle(rooms)
+    assert cycle is None, "rooms importing each other: " + " -> ".join(cycle)

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +37,6 @@ import torch
 from PIL import Image
 
 from cvx2_backbone.benchmark.models import randomize_, transfer_weights
-from cvx2_backbone.cli.main import main as cvx2_main
 from cvx2_backbone.export.onnx import export_backbone
 from cvx2_backbone.extraction.engine_choice import EngineSet, default_runtime, installed
 from cvx2_backbone.extraction.extractor import FeatureExtractor
@@ -125,8 +125,18 @@ def _openvino_loop(onnx_path: Path, precision: str, threads: int, photos: list[P
         np.savez(out / f"{path.stem}.npz", **{f"stage{i + 1}": v[0] for i, v in enumerate(outputs.values())})
 
 
+def cvx2_command() -> Callable[[list[str]], int]:
+    """The installed ``cvx2`` command's entry point (its console script), what a user's ``cvx2 extract`` runs; the
+    benchmark reaches the command line only this way (the command line imports the benchmark, not the reverse)."""
+    found = metadata.entry_points(group="console_scripts", name="cvx2")
+    if not found:
+        raise RuntimeError("the cvx2 command is not installed (no console script 'cvx2'); install the package "
+                           "(pip install -e .) to run the end-to-end extract case")
+    return next(iter(found)).load()
+
+
 def _cvx2_extract(weights: Path, precision: str, threads: int, folder: Path, out: Path) -> None:
-    code = cvx2_main(["extract", str(folder), "-o", str(out), "--weights", str(weights), "--precision", precision,
+    code = cvx2_command()(["extract", str(folder), "-o", str(out), "--weights", str(weights), "--precision", precision,
                      "--threads", str(threads), "--overwrite"])
     if code != 0:
         raise RuntimeError(f"cvx2 extract exited with {code}")

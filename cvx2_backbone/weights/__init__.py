@@ -13,7 +13,7 @@ from cvx2_backbone.weights.arch import ArchSpec, arch_from_config, arch_from_sta
 from cvx2_backbone.weights.readers.state_dict import ConvertedStateDict, convert_state_dict
 from cvx2_backbone.weights.convert import Conversion, convert_checkpoint
 from cvx2_backbone.weights.errors import (ArchMismatchError, CheckpointError, HubUnavailableError, ModelMismatchError,
-                     UnsafeCheckpointError)
+                                          UnsafeCheckpointError)
 from cvx2_backbone.weights.fit import FitReport, check_fit, describe_model, describe_weights
 from cvx2_backbone.weights.hub import Downloader, HubDownloader, current_downloader, use_downloader
 from cvx2_backbone.weights.loader import Checkpoint, load_pretrained, read_checkpoint

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from cvx2_backbone import cli
+from cvx2_backbone.cli.main import main as cvx2_main
 from cvx2_backbone.benchmark.run import (Case, build_models, check_parity, default_cases, input_label, make_step,
-                                     stage_outputs, summarize)
+                                         stage_outputs, summarize)
 
 
 def test_benchmark_loads_the_same_weights_into_every_implementation():
@@ -41,7 +41,7 @@ def test_runtimes_serve_inference_cases_only():
         for impl, model in models.items():
             with pytest.raises(NotImplementedError, match="eager inference only"):
                 make_step(impl, model, Case.parse(name), x)
-    with pytest.raises(NotImplementedError, match="ort has no bf16 mode"):
+    with pytest.raises(NotImplementedError, match="onnxruntime has no bf16 mode"):
         make_step("onnxruntime", models["onnxruntime"], Case.parse("infer-bf16"), x)
     make_step("openvino", models["openvino"], Case.parse("infer-bf16"), x)()
     assert models["openvino"].precision_used("bf16") in ("bf16", "fp32")  # fp32 where the CPU has no bf16
@@ -98,7 +98,7 @@ def test_summary_gives_each_target_per_input():
                                         (["--impls", "cvx2,onnx"], "unknown implementation"),
                                         (["--resolution", "16"], "at least 32")])
 def test_bench_command_rejects_bad_arguments(argv, error, capsys):
-    assert cli.main(["bench", *argv]) == 2  # a usage error: one message, no traceback
+    assert cvx2_main(["bench", *argv]) == 2  # a usage error: one message, no traceback
     assert error in capsys.readouterr().err
 
 
@@ -106,7 +106,7 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
     path = tmp_path / "bench.json"
-    code = cli.main(["bench", "--sizes", "atto", "--cases", "infer-fp32,infer-fp32@1x64x96,train-fp32@det,"
+    code = cvx2_main(["bench", "--sizes", "atto", "--cases", "infer-fp32,infer-fp32@1x64x96,train-fp32@det,"
                      "train-fp32-cp@det", "--batch", "2", "--resolution", "64", "--det-resolution", "96",
                      "--repeats", "2", "--det-repeats", "1", "--warmup", "1", "--threads", "1", "--markdown",
                      "--json", str(path)])
@@ -114,8 +114,8 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "img/s" in out and "x timm" in out and "x ort" in out and "x openvino" in out and "outputs agree" in out
     assert "| atto | train-fp32-cp@det | 1x96 | cvx2 |" in out and "| atto | with_cp training memory saving |" in out
-    assert "| atto | infer-fp32@1x64x96 | 1x64x96 | ort |" in out
-    assert "hf has no gradient checkpointing" in err and "ort runs eager inference only" in err
+    assert "| atto | infer-fp32@1x64x96 | 1x64x96 | onnxruntime |" in out
+    assert "hf has no gradient checkpointing" in err and "onnxruntime runs eager inference only" in err
     report = json.loads(path.read_text())
     rows = {(r["case"], r["impl"]): r for r in report["results"]}
     infer = {(case, impl) for case in ("infer-fp32", "infer-fp32@1x64x96")
@@ -160,7 +160,7 @@ def test_the_extract_row_runs_the_default_engine_and_timm_is_the_fp32_baseline_o
 def test_bench_command_runs_the_end_to_end_case_alone(tmp_path, capsys):
     pytest.importorskip("openvino")
     path = tmp_path / "bench.json"
-    assert cli.main(["bench", "--sizes", "atto", "--cases", "extract-fp32", "--extract-images", "2", "--repeats", "1",
+    assert cvx2_main(["bench", "--sizes", "atto", "--cases", "extract-fp32", "--extract-images", "2", "--repeats", "1",
                      "--threads", "1", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert report["parity"] == {}  # no inference case: nothing else was built

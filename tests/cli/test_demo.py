@@ -202,7 +202,7 @@ def test_demo_keeps_earlier_runs_or_replaces_them_only_when_asked(tmp_path):
 
 
 def test_quick_demo_writes_to_its_own_folder(monkeypatch, tmp_path):
-    from cvx2_backbone import demo
+    from cvx2_backbone.cli import demo_job as demo
     from cvx2_backbone.cli.demo_job import DEFAULT_OUTPUT, QUICK_OUTPUT, DemoResult
 
     chosen = []

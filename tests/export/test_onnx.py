@@ -20,7 +20,7 @@ from cvx2_backbone import ConvNeXt, ConvNeXtV2, ops  # noqa: E402
 from cvx2_backbone.cli.main import main as cvx2_main  # noqa: E402
 from cvx2_backbone.models.convnext import GRN, Block  # noqa: E402
 from cvx2_backbone.export.onnx import (EXPORT_SAMPLE, export_backbone, read_metadata,  # noqa: E402
-                                                  relative_error)
+                                       relative_error)
 from cvx2_backbone.extraction.extractor import FeatureExtractor  # noqa: E402
 
 TINY = dict(depths=[1, 1, 2, 1], dims=[16, 32, 64, 128])
@@ -104,7 +104,7 @@ def test_fpn_of_a_detector_checkpoint_through_the_command_with_verify_and_openvi
                       "--exporter", "torchscript", "--verify", "--openvino"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    errors = [float(e) for e in re.findall(r"verified with (?:ort|openvino) .*max relative error (\S+)", printed)]
+    errors = [float(e) for e in re.findall(r"verified with (?:onnxruntime|openvino) .*max relative error (\S+)", printed)]
     assert len(errors) == 2 and max(errors) <= 1e-4, printed
     assert sorted(p.name for p in out.parent.iterdir()) == ["det_fpn.bin", "det_fpn.onnx", "det_fpn.xml"]
     meta = read_metadata(out)

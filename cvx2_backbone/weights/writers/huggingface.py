@@ -17,7 +17,7 @@ from cvx2_backbone.weights.errors import CheckpointError
 from cvx2_backbone.weights.readers.rename import compile_rules, rename_key
 from cvx2_backbone.weights.report import CLASSIFIER, OUTPUT_NORM
 from cvx2_backbone.weights.writers.common import (Written, activation_notes, fill_from, fit_shapes, modules_of,
-                     save_pretrained)
+                                                  save_pretrained)
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.arch import ArchSpec
