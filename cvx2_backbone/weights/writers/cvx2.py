@@ -9,7 +9,7 @@ import torch
 
 from ...files import atomic_path
 from ...version import __version__
-from .common import SAFETENSORS_SUFFIX, Written, save_tensors
+from .common import SAFETENSORS_SUFFIX, Written, license_metadata, save_tensors
 
 if TYPE_CHECKING:
     from ..loader import Checkpoint
@@ -26,6 +26,7 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "source": checkpoint.reference,
         "source_format": checkpoint.format,
         "arch": json.dumps(checkpoint.arch.as_dict()),
+        **license_metadata(checkpoint.license),
     }
 
 
