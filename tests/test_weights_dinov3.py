@@ -17,6 +17,7 @@ Every comparison is fp32, max abs difference relative to the reference's magnitu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import timm
@@ -262,6 +263,7 @@ def test_convert_records_the_license_in_what_it_writes(tmp_path):
         written = read_checkpoint(tmp_path / name)
         assert written.license.name == EUPE_LICENSE, to
         assert written.license.evidence.endswith("(recorded by cvx2 convert)"), to
+    assert read_checkpoint(tmp_path / "out.safetensors").family == "dinov3"  # --to hf of it keeps the family
 
 
 def test_license_of_other_sources(tmp_path):
@@ -285,6 +287,19 @@ def test_license_of_other_sources(tmp_path):
     save_file(state, str(card_folder / "model.safetensors"))
     (card_folder / "README.md").write_text("---\nlibrary_name: timm\nlicense: apache-2.0\n---\n")
     assert read_checkpoint(card_folder).license.identifier == "apache-2.0"
+    # an hf:// repo's model card, fetched through the downloader (here: a card elsewhere than the weights)
+    card = tmp_path / "card.md"
+    card.write_text("---\nlicense: cc-by-nc-4.0\n---\n")
+    hub = FakeHub({("org/m", "model.safetensors"): plain_safetensors(tmp_path, state), ("org/m", "README.md"): card})
+    with use_downloader(hub):
+        assert read_checkpoint("hf://org/m").license.line().startswith("license: CC-BY-NC-4.0 (model card card.md")
+
+
+def plain_safetensors(folder, state) -> Path:
+    """``state`` saved alone in a folder of its own (no card next to it)."""
+    (folder / "bare").mkdir()
+    save_file(state, str(folder / "bare" / "model.safetensors"))
+    return folder / "bare" / "model.safetensors"
 
 
 def test_out_norm_names_are_checked():

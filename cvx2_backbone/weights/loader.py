@@ -145,12 +145,16 @@ def checkpoint_from(resolved: ResolvedSource, contents: FileContents, prefix: st
                       files=resolved.weight_files, config=config, notes=notes, discarded=converted.discarded,
                       neck=converted.neck, recorded_arch=_recorded_arch(contents),
                       recorded_activation=activation_from_meta(contents.obj, resolved.reference),
-                      license=weights_license, family=_family(converted.format, name, config))
+                      license=weights_license, family=_family(converted.format, name, config, _metadata(contents)))
 
 
-def _family(layout: str, timm_model: str | None, config: Mapping[str, Any] | None) -> str:
-    """'dinov3' for DINOv3-family weights (what ``cvx2 convert --to hf`` keeps), else ''."""
+def _family(layout: str, timm_model: str | None, config: Mapping[str, Any] | None,
+            metadata: Mapping[str, Any] | None = None) -> str:
+    """'dinov3' for DINOv3-family weights (what ``cvx2 convert --to hf`` keeps), else ''; a file ``cvx2 convert``
+    wrote records it."""
     if layout in dinov3.FAMILY_LAYOUTS or (config or {}).get("model_type") == "dinov3_convnext":
+        return "dinov3"
+    if metadata and metadata.get("family") == "dinov3":
         return "dinov3"
     return "dinov3" if timm_model and re.search(r"\.(dinov3|eupe)", timm_model) else ""
 

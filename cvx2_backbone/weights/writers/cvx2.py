@@ -27,6 +27,7 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "source_format": checkpoint.format,
         "arch": json.dumps(checkpoint.arch.as_dict()),
         **license_metadata(checkpoint.license),
+        **({"family": checkpoint.family} if checkpoint.family else {}),
     }
 
 
