@@ -323,3 +323,16 @@ def test_info_and_convert_print_the_license(tmp_path, capsys):
     from safetensors import safe_open
     with safe_open(str(tmp_path / "out.safetensors"), "pt") as handle:
         assert handle.metadata()["license"] == "fair-noncommercial-research-license"
+
+
+def test_feature_extractor_gives_dinov3_dense_features(tmp_path):
+    """``cvx2 extract --weights`` (FeatureExtractor) builds DINOv3-family weights with out_norm=['stage4']."""
+    from cvx2_backbone.extractor import FeatureExtractor
+
+    state = dinov3_state("tiny", seed=4)
+    path = tmp_path / "dinov3_convnext_tiny_pretrain_lvd1689m-0123abcd.pth"
+    torch.save(state, path)
+    extractor = FeatureExtractor(None, path, runtime="torch")
+    raw = outputs(timm_reader(path, "tiny"), image())
+    expected = dinov3_dense(raw, state["norm.weight"], state["norm.bias"])
+    assert relative_error(expected, outputs(extractor.backbone, image())) <= TOLERANCE
