@@ -139,12 +139,14 @@ class FeatureExtractor(nn.Module):
             if model is None:
                 if checkpoint is None:
                     raise ValueError("give a model preset name (e.g. 'convnextv2_atto') or weights to infer it from")
-                cls, kwargs = checkpoint.backbone_class, checkpoint.arch_kwargs
+                cls, kwargs = checkpoint.backbone_class, dict(checkpoint.arch_kwargs)
                 if out_features is None and out_indices is None:  # a Hugging Face backbone's own outputs
                     out_features = checkpoint.arch.out_features
             else:
                 cls, arch = parse_preset(model)
                 kwargs = {"arch": arch}
+            if checkpoint is not None and checkpoint.family == "dinov3":
+                kwargs["out_norm"] = ["stage4"]  # DINOv3's own dense features: its final norm on stage4 only
             backbone = cls(out_features=out_features, out_indices=out_indices, **kwargs)
         if checkpoint is not None:
             checkpoint.load_into(backbone, source=weights, allow_partial=allow_partial)

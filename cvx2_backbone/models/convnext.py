@@ -203,6 +203,18 @@ def _act_layer(hidden_act: str) -> type[nn.Module]:
                          "'gelu', 'gelu_tanh', 'relu' or 'silu'") from err
 
 
+def _normed_outputs(out_norm: bool | Sequence[str], outputs: list[str], num_stages: int) -> frozenset[str]:
+    """The outputs that get a LayerNorm: all (True), none (False), or those named (must be valid output names)."""
+    if isinstance(out_norm, bool):
+        return frozenset(outputs if out_norm else ())
+    names = [out_norm] if isinstance(out_norm, str) else list(out_norm)
+    valid = ["stem"] + [f"stage{i + 1}" for i in range(num_stages)]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"out_norm {names}: unknown output name(s) {unknown}; give True, False or names among {valid}")
+    return frozenset(n for n in names if n in outputs)
+
+
 @MODELS.register_module()
 class ConvNeXt(BaseModule):
     """ConvNeXt backbone (V1 defaults: no GRN, layer scale 1e-6) returning multi-scale features.
@@ -213,7 +225,9 @@ class ConvNeXt(BaseModule):
         out_indices: OpenMMLab stage indices to return (0 is stage1; negatives count from the end).
         out_features: Hugging Face output names (``stem``, ``stage1``..``stageN``); must agree with
             ``out_indices`` if both are given. Neither: every stage.
-        out_norm: put a LayerNorm on each returned feature map (as the detection/segmentation code does).
+        out_norm: put a LayerNorm on each returned feature map (as the detection/segmentation code does);
+            or a list of output names that get one, the others returned as they are (DINOv3's dense
+            features: ``['stage4']``, its final norm on the last stage only).
         drop_path_rate: stochastic depth at the last block; it rises linearly from 0 over all blocks.
         layer_scale_init_value: initial layer scale; 0 or None disables it.
         use_grn: Global Response Normalization in every block.
@@ -238,7 +252,7 @@ class ConvNeXt(BaseModule):
         in_channels: int = 3,
         out_indices: Sequence[int] | int | None = None,
         out_features: Sequence[str] | str | None = None,
-        out_norm: bool = True,
+        out_norm: bool | Sequence[str] = True,
         drop_path_rate: float = 0.0,
         layer_scale_init_value: float | None = None,
         use_grn: bool | None = None,
@@ -271,10 +285,11 @@ class ConvNeXt(BaseModule):
                                        else layer_scale_init_value)
         self.frozen_stages = max(frozen_stages, 0)
         self.with_cp = with_cp
-        self.out_norm = out_norm
         self.hidden_act = hidden_act
 
         self.out_features = resolve_outputs(num_stages, out_indices, out_features)
+        self.out_norm = out_norm
+        self._normed = _normed_outputs(out_norm, self.out_features, num_stages)
         self.out_indices = [output_index(n) for n in self.out_features]
         self.out_channels = [self._channels_of(n) for n in self.out_features]
         self.out_strides = [self._stride_of(n) for n in self.out_features]
@@ -302,8 +317,8 @@ class ConvNeXt(BaseModule):
                 for j in range(depth)]))
             first += depth
 
-        if out_norm:
-            for name, channels in zip(self.out_features, self.out_channels):
+        for name, channels in zip(self.out_features, self.out_channels):
+            if name in self._normed:
                 self.add_module(self._norm_name(name), LayerNorm2d(channels, eps=NORM_EPS))
 
         self.apply(self._init_module)
@@ -411,7 +426,7 @@ class ConvNeXt(BaseModule):
         return stage(x)
 
     def _emit(self, name: str, x: Tensor) -> Tensor:
-        x = getattr(self, self._norm_name(name))(x) if self.out_norm else x
+        x = getattr(self, self._norm_name(name))(x) if self.out_norm and name in self._normed else x
         # Plain NCHW memory: mmcv's ops (RoIAlign, ...) read raw NCHW memory without checking strides.
         return x.contiguous()
 

@@ -19,7 +19,7 @@ _BLOCK = re.compile(r"^stages\.(\d+)\.(\d+)\.")
 _TIMM_ARCH = re.compile(r"^convnext(v2)?_([a-z]+)$")
 _LAYER_SCALE = 1e-6  # any positive value: loading overwrites it
 _CONFIG_KEYS = ("model_type", "architecture", "hidden_sizes")
-HF_MODEL_TYPES = ("convnext", "convnextv2")
+HF_MODEL_TYPES = ("convnext", "convnextv2", "dinov3_convnext")  # dinov3_convnext: V1 with layer scale
 _HIDDEN_ACT = re.compile(r"""hidden_act\s*=\s*['"]([\w.]+)['"]""")
 
 
@@ -172,7 +172,7 @@ def arch_from_config(config: Mapping[str, Any]) -> ArchSpec:
         labels = config.get("id2label")
         return ArchSpec(
             depths=depths, dims=dims, use_grn=model_type == "convnextv2",
-            layer_scale=model_type == "convnext" and float(config.get("layer_scale_init_value", 1e-6)) > 0,
+            layer_scale=model_type != "convnextv2" and float(config.get("layer_scale_init_value", 1e-6)) > 0,
             in_channels=int(config.get("num_channels", 3)), patch_size=int(config.get("patch_size", 4)),
             num_classes=(len(labels) if labels else config.get("num_labels")) if classifier else None,
             hidden_act=str(config.get("hidden_act", "gelu")),

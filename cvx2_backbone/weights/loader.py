@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,9 @@ from cvx2_backbone.models.convnext import ConvNeXt
 from cvx2_backbone.weights.arch import ArchSpec, activation_from_meta, apply_config, arch_from_state_dict
 from cvx2_backbone.weights.readers.state_dict import convert_state_dict
 from cvx2_backbone.weights.errors import CheckpointError
+from cvx2_backbone.weights.readers import dinov3, layout_named
 from cvx2_backbone.weights.hub import Downloader
+from cvx2_backbone.weights.license import UNKNOWN, WeightsLicense, license_of, timm_name
 from cvx2_backbone.weights.reading import FileContents, read_files
 from cvx2_backbone.weights.report import LoadReport, check_arch, match_keys
 from cvx2_backbone.weights.sources import ResolvedSource, resolve_source
@@ -39,6 +42,8 @@ class Checkpoint:
     neck: dict[str, Tensor] = field(default_factory=dict)  # a detector's neck (``neck.`` stripped), if any
     recorded_arch: ArchSpec | None = None  # the ``arch`` metadata of a file this project wrote
     recorded_activation: str | None = None  # what a training checkpoint's meta (mmengine's cfg) says
+    license: WeightsLicense = UNKNOWN  # the weights' license, as the source states it (see .license)
+    family: str = ""  # 'dinov3' for DINOv3/EUPE weights (their layouts, a dinov3_convnext config, timm's tags)
 
     @classmethod
     def of_model(cls, model: ConvNeXt) -> "Checkpoint":
@@ -87,7 +92,7 @@ class Checkpoint:
         check_arch(self.arch, ArchSpec.of_model(model), label)
         tensors, categories = match_keys(self.state_dict, model, label, allow_partial)
         report = LoadReport(label, self.format, self.arch, list(tensors), notes=list(self.notes),
-                            discarded=dict(self.discarded), **categories)
+                            discarded=dict(self.discarded), license=self.license.line(), **categories)
         return tensors, report
 
     def load_into(self, model: ConvNeXt, source: Any = None, log: bool = True,
@@ -114,7 +119,9 @@ def read_checkpoint(
     if isinstance(source, Mapping):
         converted = convert_state_dict(source, prefix)
         return Checkpoint("<state dict>", converted.state_dict, converted.format, converted.format_description,
-                          notes=converted.notes, discarded=converted.discarded, neck=converted.neck)
+                          notes=converted.notes, discarded=converted.discarded, neck=converted.neck,
+                          license=license_of("<state dict>", layout=layout_named(converted.format)),
+                          family=_family(converted.format, None, None))
     resolved = resolve_source(source, downloader)
     return checkpoint_from(resolved, read_files(resolved.weight_files, trust_pickle), prefix)
 
@@ -125,11 +132,39 @@ def checkpoint_from(resolved: ResolvedSource, contents: FileContents, prefix: st
         converted = convert_state_dict(contents.obj, prefix)
     except CheckpointError as err:
         raise CheckpointError(f"{resolved.reference}: {err}") from err
-    return Checkpoint(resolved.reference, converted.state_dict, converted.format, converted.format_description,
-                      files=resolved.weight_files, config=resolved.read_config(),
-                      notes=contents.notes + converted.notes, discarded=converted.discarded, neck=converted.neck,
-                      recorded_arch=_recorded_arch(contents),
-                      recorded_activation=activation_from_meta(contents.obj, resolved.reference))
+    config = resolved.read_config()
+    notes = contents.notes + converted.notes
+    state_dict = converted.state_dict
+    name = timm_name(resolved.reference, config) if converted.format == "timm" else None
+    if name and re.search(r"\.(dinov3|eupe)", name) and "norm3.weight" not in state_dict:
+        state_dict = {**state_dict, **dinov3.dense_norm_from_final(state_dict)}  # timm's head.norm is norms[3]
+        notes.append(dinov3.DENSE_NOTE)
+    weights_license = license_of(resolved.reference, resolved.weight_files, config, _metadata(contents),
+                                 layout_named(converted.format))
+    return Checkpoint(resolved.reference, state_dict, converted.format, converted.format_description,
+                      files=resolved.weight_files, config=config, notes=notes, discarded=converted.discarded,
+                      neck=converted.neck, recorded_arch=_recorded_arch(contents),
+                      recorded_activation=activation_from_meta(contents.obj, resolved.reference),
+                      license=weights_license, family=_family(converted.format, name, config, _metadata(contents)))
+
+
+def _family(layout: str, timm_model: str | None, config: Mapping[str, Any] | None,
+            metadata: Mapping[str, Any] | None = None) -> str:
+    """'dinov3' for DINOv3-family weights (what ``cvx2 convert --to hf`` keeps), else ''; a file ``cvx2 convert``
+    wrote records it."""
+    if layout in dinov3.FAMILY_LAYOUTS or (config or {}).get("model_type") == "dinov3_convnext":
+        return "dinov3"
+    if metadata and metadata.get("family") == "dinov3":
+        return "dinov3"
+    return "dinov3" if timm_model and re.search(r"\.(dinov3|eupe)", timm_model) else ""
+
+
+def _metadata(contents: FileContents) -> Mapping[str, Any] | None:
+    """A file's own metadata: safetensors metadata, or a torch file's ``meta`` dict."""
+    if contents.metadata:
+        return contents.metadata
+    meta = contents.obj.get("meta") if isinstance(contents.obj, Mapping) else None
+    return meta if isinstance(meta, Mapping) else None
 
 
 def _recorded_arch(contents: FileContents) -> ArchSpec | None:

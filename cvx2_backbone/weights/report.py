@@ -37,6 +37,7 @@ class LoadReport:
     discarded: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # backbone tensors kept at their init (allow_partial only)
     mismatched: list[str] = field(default_factory=list)  # tensors of another shape, not loaded (allow_partial only)
+    license: str = ""  # the weights' license line (see .license); every report states it
 
     @property
     def clean(self) -> bool:
@@ -70,6 +71,8 @@ class LoadReport:
             parts.append(f"tensors of ANOTHER SHAPE not loaded (allow_partial): {'; '.join(self.mismatched)}")
         parts.append(f"UNEXPECTED keys ignored (allow_partial): {', '.join(self.unexpected)}" if self.unexpected
                      else "no unexpected keys")
+        if self.license:
+            parts.append(self.license)
         return "; ".join(parts)
 
     def log(self) -> None:

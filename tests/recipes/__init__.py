@@ -27,13 +27,14 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from tests.recipes import table
+from tests.recipes.dinov3 import dinov3_rows
 from tests.recipes.fields import FIELDS, plain, recipe_of
 from tests.recipes.heads import HEAD_PIPELINES, head_rows
 from tests.recipes.table import Deviation, Recipe
 
-# Mask R-CNN and UperNet (table.py), then DINO, Mask2Former and RetinaNet (heads.py).
+# Mask R-CNN and UperNet (table.py), then DINO, Mask2Former and RetinaNet (heads.py), then DINOv3 (dinov3.py).
 PIPELINES: dict[str, tuple] = {**table.PIPELINES, **HEAD_PIPELINES}
-RECIPES: dict[str, Recipe] = {**table.RECIPES, **{row.config: row for row in head_rows()}}
+RECIPES: dict[str, Recipe] = {**table.RECIPES, **{row.config: row for row in (*head_rows(), *dinov3_rows())}}
 assert len(PIPELINES) == len(table.PIPELINES) + len(HEAD_PIPELINES), "a pipeline name is defined twice"
 
 __all__ = ["FIELDS", "PIPELINES", "RECIPES", "Deviation", "Recipe", "check_config", "expected_value", "recipe_of",

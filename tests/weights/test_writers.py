@@ -139,7 +139,7 @@ def test_cli_convert_to_each_layout_and_back(tmp_path, capsys):
         assert_same_outputs(reference, fresh, x)
     (tmp_path / "hf" / "stale.txt").write_text("from the previous export")
     assert main(["convert", str(source), str(tmp_path / "hf"), "--to", "hf", "--force"]) == 0
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         arch = checkpoint.arch
         print(f"arch:       {arch.describe()}" + (f", {arch.num_classes}-class head" if arch.num_classes else ""))
+        print(f"license:    {checkpoint.license.text()}")
         for note in checkpoint.notes:
             print(f"note:       {note}")
         left_out = dict(checkpoint.discarded, **({"neck": len(checkpoint.neck)} if checkpoint.neck else {}))

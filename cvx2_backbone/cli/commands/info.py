@@ -1,4 +1,5 @@
 """`cvx2 info PRESET...`: parameters, FLOPs, and channels/strides of every output, as a table.
+`cvx2 info --weights SRC`: what a checkpoint holds (layout, architecture, what loading leaves out) and its license.
 
 Counts follow the paper: parameters of the ImageNet classifier (backbone, final LayerNorm and a
 1000-way head) and FLOPs as multiply-accumulates (torch's FLOP counter divided by 2), at 224x224.
@@ -17,6 +18,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=224, help="square input size for FLOPs and map sizes")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier head size counted in 'params'")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--weights", metavar="SRC", default=None,
+                        help="describe a checkpoint instead (file, folder, URL, hf://<repo id>, timm/<model>.<tag>): "
+                             "layout, architecture, license")
+
+
+def describe_weights(source: str) -> dict:
+    """What ``cvx2 info --weights`` prints: layout, architecture, notes, what is left out, and the license."""
+    from cvx2_backbone.weights import read_checkpoint
+
+    checkpoint = read_checkpoint(source)
+    return {"source": checkpoint.reference, "format": f"{checkpoint.format} ({checkpoint.format_description})",
+            "arch": checkpoint.arch.describe(), "backbone": checkpoint.arch.backbone_cfg(),
+            "license": checkpoint.license.identifier, "license_line": checkpoint.license.line(),
+            "notes": list(checkpoint.notes), "left_out": dict(checkpoint.discarded)}
 
 
 def describe(preset: str, image_size: int = 224, num_classes: int = 1000) -> dict:
@@ -60,6 +75,22 @@ def run(args: argparse.Namespace) -> int:
     from cvx2_backbone.models.factory import parse_preset, preset_names
     from cvx2_backbone.utils.usage import UsageError, user_input
 
+    if args.weights is not None:
+        if args.presets:
+            raise UsageError("give either preset names or --weights SRC, not both")
+        with user_input():
+            info = describe_weights(args.weights)
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return 0
+        print(f"source:     {info['source']}\nformat:     {info['format']}\narch:       {info['arch']}")
+        print(f"backbone:   {info['backbone']}")
+        for note in info["notes"]:
+            print(f"note:       {note}")
+        for name, count in sorted(info["left_out"].items()):
+            print(f"left out:   {name} ({count} tensors)")
+        print(info["license_line"])
+        return 0
     presets = args.presets or preset_names()
     if args.image_size < 32:
         raise UsageError(f"--image-size {args.image_size} is below the network's total stride 32; use 32 or more "

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from cvx2_backbone.weights.containers import unwrap
-from cvx2_backbone.weights.readers import to_project_layout
+from cvx2_backbone.weights.readers import layout_report, to_project_layout
 
 
 @dataclass
@@ -19,7 +19,8 @@ class ConvertedStateDict:
     """
 
     state_dict: dict[str, Tensor]
-    format: str  # layout name: official, fcmae-sparse, timm, huggingface, mmpretrain, torchvision
+    format: str  # layout name: official, fcmae-sparse, timm, huggingface, mmpretrain, torchvision, dinov3, eupe,
+    # huggingface-dinov3
     format_description: str
     notes: list[str] = field(default_factory=list)
     discarded: dict[str, int] = field(default_factory=dict)  # non-backbone top-level names -> tensor count
@@ -35,5 +36,6 @@ def convert_state_dict(checkpoint: Any, prefix: str | None = None) -> ConvertedS
     """
     unwrapped = unwrap(checkpoint, prefix)
     state_dict, layout = to_project_layout(unwrapped.state_dict)
-    return ConvertedStateDict(state_dict, layout.NAME, layout.DESCRIPTION, unwrapped.notes, unwrapped.discarded,
-                              unwrapped.neck)
+    notes, left_out = layout_report(layout, unwrapped.state_dict)
+    return ConvertedStateDict(state_dict, layout.NAME, layout.DESCRIPTION, unwrapped.notes + notes,
+                              {**unwrapped.discarded, **left_out}, unwrapped.neck)

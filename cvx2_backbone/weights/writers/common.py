@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from cvx2_backbone.weights.errors import CheckpointError
-from cvx2_backbone.utils.files import atomic_folder, atomic_path
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.arch import ArchSpec
+    from cvx2_backbone.weights.license import WeightsLicense
 
 SAFETENSORS_SUFFIX = ".safetensors"
 
@@ -75,25 +75,50 @@ def fill_from(model: nn.Module, tensors: dict[str, Tensor]) -> list[str]:
 
 def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str] | None = None,
                  container: str | None = None) -> None:
-    """``.safetensors`` as such, any other suffix as ``torch.save`` (``{container: tensors}`` if given)."""
+    """``.safetensors`` as such, any other suffix as ``torch.save`` (``{container: tensors, 'meta': metadata}`` if a
+    container is given; a flat state dict has no place for metadata)."""
+    from cvx2_backbone.utils.files import atomic_path
+
     with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
         if path.suffix == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_file
             save_file(dict(tensors), str(tmp), metadata=dict(metadata or {}))
+        elif container:
+            torch.save({container: dict(tensors), **({"meta": dict(metadata)} if metadata else {})}, tmp)
         else:
-            torch.save({container: dict(tensors)} if container else dict(tensors), tmp)
+            torch.save(dict(tensors), tmp)
+
+
+def license_metadata(weights_license: WeightsLicense) -> dict[str, str]:
+    """The weights' license as string metadata (read back by ``license.from_metadata``)."""
+    return {"license": weights_license.identifier, "license_evidence": weights_license.evidence}
+
+
+def model_card(weights_license: WeightsLicense, source: str, usage: str) -> str:
+    """A README.md model card whose front matter states the weights' license (Hugging Face's ``license:`` field)."""
+    fields = weights_license.card_fields() or {"license": "unknown"}
+    front = "".join(f"{key}: {value}\n" for key, value in fields.items())
+    body = (f"Converted by cvx2_backbone from `{source}`.\n\n{weights_license.line()}\n\n"
+            f"The license of the code that runs these weights does not change the weights' license.\n\n"
+            f"Load with `{usage}`.\n")
+    return f"---\n{front}---\n\n{body}"
 
 
 
-def save_pretrained(model: nn.Module, path: Path) -> None:
-    """transformers' ``save_pretrained`` into a folder that appears whole at ``path``, without progress bars."""
+def save_pretrained(model: nn.Module, path: Path, card: str | None = None) -> None:
+    """transformers' ``save_pretrained`` (and the model ``card`` as README.md) into a folder that appears whole at
+    ``path``, without progress bars."""
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
+        from cvx2_backbone.utils.files import atomic_folder
+
         with atomic_folder(path) as tmp:
             model.save_pretrained(tmp)
+            if card is not None:
+                (tmp / "README.md").write_text(card, encoding="utf-8")
     finally:
         if shown:
             hf_logging.enable_progress_bar()

@@ -9,7 +9,7 @@ import torch
 
 from cvx2_backbone.utils.files import atomic_path
 from cvx2_backbone.version import __version__
-from cvx2_backbone.weights.writers.common import SAFETENSORS_SUFFIX, Written, save_tensors
+from cvx2_backbone.weights.writers.common import SAFETENSORS_SUFFIX, Written, license_metadata, save_tensors
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.loader import Checkpoint
@@ -26,6 +26,8 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "source": checkpoint.reference,
         "source_format": checkpoint.format,
         "arch": json.dumps(checkpoint.arch.as_dict()),
+        **license_metadata(checkpoint.license),
+        **({"family": checkpoint.family} if checkpoint.family else {}),
     }
 
 

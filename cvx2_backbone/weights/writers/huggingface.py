@@ -1,4 +1,6 @@
-"""Hugging Face transformers' layout: a ``save_pretrained`` folder of ConvNextV2* (V1: ConvNext*).
+"""Hugging Face transformers' layout: a ``save_pretrained`` folder of ConvNextV2* (V1: ConvNext*), or of
+``DINOv3ConvNextModel`` where the source was DINOv3-family weights (``--to hf`` keeps the family: see
+:mod:`.hf_dinov3`). Every folder gets a README.md model card stating the weights' license.
 
 The class follows what the checkpoint holds: per-stage output norms make a ``ConvNextV2Backbone`` (they
 become its ``hidden_states_norms`` and its ``out_features``); otherwise a classifier makes a
@@ -17,7 +19,7 @@ from cvx2_backbone.weights.errors import CheckpointError
 from cvx2_backbone.weights.readers.rename import compile_rules, rename_key
 from cvx2_backbone.weights.report import CLASSIFIER, OUTPUT_NORM
 from cvx2_backbone.weights.writers.common import (Written, activation_notes, fill_from, fit_shapes, modules_of,
-                                                  save_pretrained)
+                     model_card, save_pretrained)
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.arch import ArchSpec
@@ -114,6 +116,9 @@ def _choose_class(state_dict: dict, backbone_only: bool) -> tuple[str, list[str]
 
 
 def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
+    if checkpoint.family == "dinov3":
+        from cvx2_backbone.weights.writers import hf_dinov3
+        return hf_dinov3.write(checkpoint, path, backbone_only)
     state_dict = checkpoint.state_dict
     kind, keep, left_out = _choose_class(state_dict, backbone_only)
     out_features = output_names(keep) if kind == "Backbone" else None
@@ -132,9 +137,9 @@ def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
     tensors = fit_shapes(tensors, target)
     filled = fill_from(model, tensors)
     model.load_state_dict(tensors, strict=True)
-    save_pretrained(model, path)
+    usage = f"transformers.{cls.__name__}.from_pretrained('{path}')"
+    save_pretrained(model, path, model_card(checkpoint.license, checkpoint.reference, usage))
     return Written(path, NAME, len(tensors), left_out=left_out,
                    filled_in=[f"{modules_of(filled)} (not in the checkpoint: LayerNorm init, weight 1 and bias 0)"]
                    if filled else [],
-                   usage=f"transformers.{cls.__name__}.from_pretrained('{path}')",
-                   notes=activation_notes(checkpoint.arch))
+                   usage=usage, notes=activation_notes(checkpoint.arch))

@@ -1,5 +1,7 @@
 """The official ConvNeXt / ConvNeXt V2 repositories' classification layout: ``{'model': state_dict}``.
 
+The weights' license rides along as metadata (``meta`` beside ``model`` in a torch file, safetensors metadata).
+
 Their keys are this project's; GRN parameters are stored (1, 1, 1, C). The official classification model
 has no per-stage output norms, so those are left out (and listed).
 """
@@ -9,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cvx2_backbone.weights.report import OUTPUT_NORM
-from cvx2_backbone.weights.writers.common import Written, modules_of, save_tensors
+from cvx2_backbone.weights.writers.common import Written, license_metadata, modules_of, save_tensors
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.loader import Checkpoint
@@ -28,7 +30,7 @@ def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
         if ".grn." in key:
             value = value.reshape(1, 1, 1, -1)
         tensors[key] = value.detach().contiguous().clone()
-    save_tensors(tensors, path, container="model")
+    save_tensors(tensors, path, license_metadata(checkpoint.license), container="model")
     model = f"convnext{'v2' if checkpoint.arch.use_grn else ''}_{checkpoint.arch.preset or '<size>'}"
     left_out = [f"output norms {modules_of(norms)} (the official classification model has none)"] if norms else []
     strict = any(k.startswith("head.") for k in tensors)

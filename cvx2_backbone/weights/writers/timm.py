@@ -17,7 +17,8 @@ from cvx2_backbone.models.convnext import canonical_activation
 from cvx2_backbone.weights.errors import CheckpointError
 from cvx2_backbone.weights.readers.rename import compile_rules, rename_key
 from cvx2_backbone.weights.report import OUTPUT_NORM
-from cvx2_backbone.weights.writers.common import Written, activation_notes, fit_shapes, modules_of, save_tensors
+from cvx2_backbone.weights.writers.common import (SAFETENSORS_SUFFIX, Written, activation_notes, fit_shapes,
+                                                  license_metadata, modules_of, save_tensors)
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.arch import ArchSpec
@@ -88,7 +89,11 @@ def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
         if not key.startswith("head.norm."):
             raise CheckpointError(f"the checkpoint lacks {key}, which timm's {name} needs")
         tensors[key] = torch.ones(target[key].shape) if key.endswith("weight") else torch.zeros(target[key].shape)
-    save_tensors(tensors, path)
+    save_tensors(tensors, path, license_metadata(checkpoint.license))
+    notes = activation_notes(arch)
+    if path.suffix != SAFETENSORS_SUFFIX and checkpoint.license.known:
+        notes.append(f"a flat torch state dict has no place for metadata: keep the license with the file "
+                     f"({checkpoint.license.line()}); .safetensors records it")
     args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
     return Written(path, NAME, len(tensors),
                    left_out=[f"output norms {modules_of(norms)} (timm's ConvNeXt has no per-stage norms)"]
@@ -97,4 +102,4 @@ def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
                    if filled else [],
                    usage=f"timm.create_model('{name}', pretrained=True{args}, "
                          f"pretrained_cfg_overlay=dict(file='{path}', num_classes={num_classes}))",
-                   notes=activation_notes(arch))
+                   notes=notes)
