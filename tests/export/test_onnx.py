@@ -104,7 +104,8 @@ def test_fpn_of_a_detector_checkpoint_through_the_command_with_verify_and_openvi
                       "--exporter", "torchscript", "--verify", "--openvino"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    errors = [float(e) for e in re.findall(r"verified with (?:onnxruntime|openvino) .*max relative error (\S+)", printed)]
+    verified = r"verified with (?:onnxruntime|openvino) .*max relative error (\S+)"
+    errors = [float(e) for e in re.findall(verified, printed)]
     assert len(errors) == 2 and max(errors) <= 1e-4, printed
     assert sorted(p.name for p in out.parent.iterdir()) == ["det_fpn.bin", "det_fpn.onnx", "det_fpn.xml"]
     meta = read_metadata(out)
