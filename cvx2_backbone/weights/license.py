@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+from cvx2_backbone.weights.errors import HubUnavailableError
+from cvx2_backbone.weights.hub import current_downloader
 
 # identifier (timm / Hugging Face spelling) -> display name, terms URL, noncommercial
 KNOWN: dict[str, tuple[str, str, bool]] = {
@@ -37,7 +39,6 @@ _CARD_FIELD = re.compile(r"^(license|license_name):\s*['\"]?([^'\"\n#]+?)['\"]?\
 @dataclass(frozen=True)
 class WeightsLicense:
     """A license of a checkpoint's weights and where that was read."""
-
     identifier: str  # timm / Hugging Face spelling: 'dinov3-license', 'cc-by-nc-4.0', 'apache-2.0', ... or 'unknown'
     evidence: str  # where it was read, e.g. "timm's pretrained_cfg of convnext_tiny.dinov3_lvd1689m"
 
@@ -168,8 +169,6 @@ def _hub_card(reference: str) -> Path | None:
     """The README.md of an ``hf://`` reference's repo, through the current downloader (None when unavailable)."""
     if not reference.startswith("hf://"):
         return None
-    from cvx2_backbone.weights.errors import HubUnavailableError
-    from cvx2_backbone.weights.hub import current_downloader
 
     repo_id, _, revision = reference[len("hf://"):].strip("/").partition("@")
     try:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from cvx2_backbone.weights.errors import CheckpointError
+from cvx2_backbone.utils.files import atomic_folder, atomic_path
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.arch import ArchSpec
@@ -20,7 +21,6 @@ SAFETENSORS_SUFFIX = ".safetensors"
 @dataclass
 class Written:
     """What a writer wrote: where, how many tensors, what it left out or filled in, and how to load it."""
-
     path: Path
     format: str
     tensors: int
@@ -77,8 +77,6 @@ def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[st
                  container: str | None = None) -> None:
     """``.safetensors`` as such, any other suffix as ``torch.save`` (``{container: tensors, 'meta': metadata}`` if a
     container is given; a flat state dict has no place for metadata)."""
-    from cvx2_backbone.utils.files import atomic_path
-
     with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
         if path.suffix == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_file
@@ -113,8 +111,6 @@ def save_pretrained(model: nn.Module, path: Path, card: str | None = None) -> No
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        from cvx2_backbone.utils.files import atomic_folder
-
         with atomic_folder(path) as tmp:
             model.save_pretrained(tmp)
             if card is not None:

@@ -19,7 +19,8 @@ from cvx2_backbone.weights.errors import CheckpointError
 from cvx2_backbone.weights.readers.rename import compile_rules, rename_key
 from cvx2_backbone.weights.report import CLASSIFIER, OUTPUT_NORM
 from cvx2_backbone.weights.writers.common import (Written, activation_notes, fill_from, fit_shapes, modules_of,
-                     model_card, save_pretrained)
+                                                  model_card, save_pretrained)
+from cvx2_backbone.weights.writers import hf_dinov3
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.arch import ArchSpec
@@ -117,7 +118,6 @@ def _choose_class(state_dict: dict, backbone_only: bool) -> tuple[str, list[str]
 
 def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
     if checkpoint.family == "dinov3":
-        from cvx2_backbone.weights.writers import hf_dinov3
         return hf_dinov3.write(checkpoint, path, backbone_only)
     state_dict = checkpoint.state_dict
     kind, keep, left_out = _choose_class(state_dict, backbone_only)
