@@ -17,11 +17,12 @@ RATIO_IMPLS = ("timm", "ort", "openvino")  # every result is also given as a rat
 DEFAULT_CASES = ("infer-fp32", "infer-bf16", "infer-fp32@1x224", "infer-bf16@1x224", "infer-fp32@1x800x1216",
                  "infer-bf16@1x800x1216", "train-fp32", "infer-fp32-compile", "train-fp32@det", "train-fp32-cp@det",
                  "extract-fp32", "extract-bf16")
-# What tools/gpu_check.sh measures on a GPU (issue 30): eager and compiled bf16/fp16 inference at 64x224 and at the
-# detection size 1x800x1216, and bf16 training at 1x1024 without and with checkpointing per block and per stage.
+# What tools/gpu_check.sh measures on a GPU (issue 30), one bench run per input shape in this order (a run cut at its
+# time limit loses only its own shape): eager and compiled bf16/fp16 inference at 64x224, bf16 training at 1x1024
+# without and with checkpointing per block and per stage, the inference cases again at the detection size 1x800x1216.
 GPU_CHECK_CASES = ("infer-bf16@64x224", "infer-bf16-compile@64x224", "infer-fp16-compile@64x224",
-                   "infer-bf16@1x800x1216", "infer-bf16-compile@1x800x1216", "infer-fp16-compile@1x800x1216",
-                   "train-bf16@1x1024", "train-bf16-cp-block@1x1024", "train-bf16-cp-stage@1x1024")
+                   "train-bf16@1x1024", "train-bf16-cp-block@1x1024", "train-bf16-cp-stage@1x1024",
+                   "infer-bf16@1x800x1216", "infer-bf16-compile@1x800x1216", "infer-fp16-compile@1x800x1216")
 _CASE = re.compile(r"^(?P<task>infer|train|extract)-(?P<precision>fp32|bf16|fp16)"
                    r"(?P<cp>-cp(?:-(?P<granularity>block|stage))?)?(?P<compile>-compile)?"
                    r"(?:@(?:(?P<det>det)|(?P<batch>\d+)x(?P<height>\d+)(?:x(?P<width>\d+))?))?$")

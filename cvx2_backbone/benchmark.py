@@ -610,7 +610,7 @@ def format_summary(summary: Mapping[str, Mapping]) -> str:
     lines = []
     for size, checks in summary.items():
         for label, check in checks.items():
-            kind = "saved" if "memory" in label else "x"
+            kind = "saved" if "memory saving" in label else "x"
             value = f"{100 * check['value']:.0f}% {kind}" if kind == "saved" else f"{check['value']:.2f}x"
             target = f"{100 * check['target']:.0f}%" if kind == "saved" else f"{check['target']:.2f}x"
             lines.append(f"{size}: {label}: {value} (target >= {target}) {'met' if check['met'] else 'NOT met'}")
