@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (issue 30): the `gpu` test lane, `cvx2 bench --device cuda` with the
-# compiled and checkpointed cases, a kernel profile of compiled cvx2 against compiled timm, and one table at the end.
+# compiled and checkpointed cases, the depthwise convolution in both layouts, a kernel profile of compiled cvx2
+# against compiled timm, and one table at the end.
 # Everything it needs travels with the checkout: the device reaches no package registry.
 #
 #   tools/gpu_check.sh [--dry-run] [--no-tests] [--no-bench] [--no-profile]
@@ -32,7 +33,7 @@ for arg in "$@"; do
     --no-tests) TESTS=0 ;;
     --no-bench) BENCH=0 ;;
     --no-profile) PROFILE=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -78,7 +79,7 @@ export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ "$DRY_RUN" = 1 ]; then  # what can be checked without a GPU: the cases parse, the scripts compile
   "$PY" -c "import sys; sys.path.insert(0, '.'); from cvx2_backbone.bench_options import Case, GPU_CHECK_CASES
 [Case.parse(c) for c in GPU_CHECK_CASES]; print('cases:', ', '.join(GPU_CHECK_CASES))" || exit 4
-  "$PY" -m py_compile tools/compile_profile.py tools/benchmark.py || exit 4
+  "$PY" -m py_compile tools/compile_profile.py tools/dwconv_layout.py tools/benchmark.py || exit 4
   for test in "${GPU_TESTS[@]}"; do [ -f "$test" ] || { echo "missing $test" >&2; exit 4; }; done
 else
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -104,7 +105,13 @@ if [ "$BENCH" = 1 ]; then
   done <<< "$GROUPS_TEXT"
 fi
 
-# 4. kernel profile of both compiled models (inductor's generated code in the log), with what is left of the budget
+# 4. the depthwise convolution in NCHW and channels-last at the stages' shapes (batch-1 detection size: 0.89x timm)
+left=$((TOTAL_BUDGET - SECONDS))
+if [ "$BENCH" = 1 ] && { [ "$DRY_RUN" = 1 ] || [ "$left" -ge 30 ]; }; then
+  step dwconv-layout "$((left < 45 ? left : 45))" "$PY" tools/dwconv_layout.py --device cuda --precision bf16
+fi
+
+# 5. kernel profile of both compiled models (inductor's generated code in the log), with what is left of the budget
 if [ "$PROFILE" = 1 ]; then
   left=$((TOTAL_BUDGET - SECONDS))
   if [ "$DRY_RUN" = 1 ] || [ "$left" -ge "$PROFILE_MIN" ]; then
@@ -117,7 +124,7 @@ if [ "$PROFILE" = 1 ]; then
   fi
 fi
 
-# 5. one table
+# 6. one table
 [ "$DRY_RUN" = 1 ] && { echo "== dry run: nothing ran"; exit 0; }
 "$PY" - "$OUT" "$(grep -c . <<< "$GROUPS_TEXT")" <<'EOF'
 import glob, json, os, re, sys
@@ -150,6 +157,8 @@ for path in paths:
                   f"{'met' if check['met'] else 'NOT met'} | | |")
 if len(paths) < int(sys.argv[2]):
     print(f"| cvx2 bench --device cuda | {len(paths)} of {sys.argv[2]} runs wrote results (see bench-*.log) | | | | |")
+if os.path.exists(os.path.join(out, "dwconv-layout.log")):
+    print("| depthwise 7x7 NCHW vs channels-last | see dwconv-layout.log (table) | | | | |")
 for text in sorted(glob.glob(os.path.join(out, "profile", "kernels_*.txt"))):
     print(f"| profile | {open(text).readline().strip('= ').strip()} | | | | |")
 EOF
