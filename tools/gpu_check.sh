@@ -26,6 +26,7 @@ cd "$ROOT" || exit 2
 PY=${PYTHON:-python3}
 OUT=${OUT:-$ROOT/gpu_check_out}
 SITE=${SITE:-/tmp/site}  # where the wheels are installed
+WHEEL_DIR=${WHEEL_DIR:-.whl}  # the carried wheels
 DRY_RUN=0 TESTS=1 BENCH=1 PROFILE=1
 for arg in "$@"; do
   case $arg in
@@ -64,14 +65,14 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, output to the c
 
 # 1. wheels (pure Python, no index), then the checkout itself on the path
 missing=()
-for name in "${WHEELS[@]}"; do compgen -G ".whl/${name}-*.whl" > /dev/null || missing+=("$name"); done
+for name in "${WHEELS[@]}"; do compgen -G "$WHEEL_DIR/${name}-*.whl" > /dev/null || missing+=("$name"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing wheels in .whl: ${missing[*]}; fill it with the pip download command at the top of $0" >&2
+  echo "missing wheels in $WHEEL_DIR: ${missing[*]}; fill it with the pip download command at the top of $0" >&2
   exit 2
 fi
-echo "== [$SECONDS s] install: $PY -m pip install --no-index --no-deps --target $SITE .whl/*.whl"
+echo "== [$SECONDS s] install: $PY -m pip install --no-index --no-deps --target $SITE $WHEEL_DIR/*.whl"
 if [ "$DRY_RUN" = 0 ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEEL_DIR"/*.whl \
     || exit 3
 fi
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
