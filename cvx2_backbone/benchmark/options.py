@@ -17,17 +17,26 @@ RATIO_IMPLS = ("timm", "onnxruntime", "openvino")  # every result is also given 
 DEFAULT_CASES = ("infer-fp32", "infer-bf16", "infer-fp32@1x224", "infer-bf16@1x224", "infer-fp32@1x800x1216",
                  "infer-bf16@1x800x1216", "train-fp32", "infer-fp32-compile", "train-fp32@det", "train-fp32-cp@det",
                  "extract-fp32", "extract-bf16")
-_CASE = re.compile(r"^(?P<task>infer|train|extract)-(?P<precision>fp32|bf16|fp16)(?P<cp>-cp)?(?P<compile>-compile)?"
+# What tools/gpu_check.sh measures on a GPU (issue 30), one bench run per input shape in this order (a run cut at its
+# time limit loses only its own shape): eager and compiled bf16/fp16 inference at 64x224, bf16 training at 1x1024
+# without and with checkpointing per block and per stage, the inference cases again at the detection size 1x800x1216.
+GPU_CHECK_CASES = ("infer-bf16@64x224", "infer-bf16-compile@64x224", "infer-fp16-compile@64x224",
+                   "train-bf16@1x1024", "train-bf16-cp-block@1x1024", "train-bf16-cp-stage@1x1024",
+                   "infer-bf16@1x800x1216", "infer-bf16-compile@1x800x1216", "infer-fp16-compile@1x800x1216")
+_CASE = re.compile(r"^(?P<task>infer|train|extract)-(?P<precision>fp32|bf16|fp16)"
+                   r"(?P<cp>-cp(?:-(?P<granularity>block|stage))?)?(?P<compile>-compile)?"
                    r"(?:@(?:(?P<det>det)|(?P<batch>\d+)x(?P<height>\d+)(?:x(?P<width>\d+))?))?$")
 
 @dataclass(frozen=True)
 class Case:
-    """One measured setting: ``{infer|train}-{fp32|bf16|fp16}[-cp][-compile][@det|@NxH[xW]]``, ``extract-{fp32|bf16}``.
+    """One measured setting: ``{infer|train}-{fp32|bf16|fp16}[-cp[-block|-stage]][-compile][@det|@NxH[xW]]``.
 
-    ``-cp`` turns on gradient checkpointing (``with_cp``; timm and Hugging Face use their own),
+    ``-cp`` turns on gradient checkpointing (``with_cp=True``; ``-cp-block`` / ``-cp-stage``: that granularity;
+    timm and Hugging Face use their own), ``-compile`` runs ``torch.compile(model, dynamic=False)``,
     ``@det`` runs at the detection size (``--det-batch``, ``--det-resolution``) and ``@NxH[xW]`` at
     N images of H x W (H x H) instead of the classification size (``--batch``, ``--resolution``).
-    ``extract-*`` is the end-to-end case (:mod:`cvx2_backbone.benchmark.extract`): ``--extract-images`` photos to files.
+    ``extract-*`` is the end-to-end case (:mod:`cvx2_backbone.benchmark.extract`): ``--extract-images`` photos to
+    files.
     """
 
     name: str
@@ -37,13 +46,14 @@ class Case:
     compiled: bool
     detection: bool
     shape: tuple[int, int, int] | None = None  # (batch, height, width) of an @NxH[xW] case
+    cp_granularity: str | None = None  # 'block' or 'stage' for -cp-block / -cp-stage; None: with_cp=True's
 
     @classmethod
     def parse(cls, name: str) -> "Case":
         match = _CASE.match(name)
         if match is None:
-            raise ValueError(f"unknown case {name!r}: write {{infer|train}}-{{fp32|bf16|fp16}}[-cp][-compile]"
-                             f"[@det|@NxH[xW]], e.g. {', '.join(DEFAULT_CASES)}")
+            raise ValueError(f"unknown case {name!r}: write {{infer|train}}-{{fp32|bf16|fp16}}[-cp[-block|-stage]]"
+                             f"[-compile][@det|@NxH[xW]], e.g. {', '.join(DEFAULT_CASES)}")
         if match["cp"] and match["task"] != "train":
             raise ValueError(f"case {name!r}: gradient checkpointing (-cp) only matters for train cases")
         if match["task"] == "extract" and (match["compile"] or match["det"] or match["batch"]
@@ -56,7 +66,7 @@ class Case:
             if shape[0] < 1 or min(shape[1:]) < 32:
                 raise ValueError(f"case {name!r}: needs at least 1 image of at least 32x32 (the network's stride)")
         return cls(name, match["task"], match["precision"], bool(match["cp"]), bool(match["compile"]),
-                   bool(match["det"]), shape)
+                   bool(match["det"]), shape, match["granularity"])
 
     def input_shape(self, config: "BenchConfig") -> tuple[int, int, int]:
         """(batch, height, width) this case runs at."""
@@ -97,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=_names, default=",".join(defaults.sizes),
                         help=f"comma-separated ConvNeXt V2 sizes ({', '.join(V2_ARCHS)})")
     parser.add_argument("--cases", type=_names, default=None,
-                        help="comma-separated cases {infer|train}-{fp32|bf16|fp16}[-cp][-compile][@det|@NxH[xW]] "
+                        help="comma-separated cases {infer|train}-{fp32|bf16|fp16}[-cp[-block|-stage]][-compile]"
+                             "[@det|@NxH[xW]] "
                              "or extract-{fp32|bf16} (end to end: a folder of photos to feature files) "
                              f"(default: {','.join(DEFAULT_CASES)}; bf16 ones only where the device runs bf16 "
                              "natively)")

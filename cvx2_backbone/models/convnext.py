@@ -29,6 +29,10 @@ from cvx2_backbone.registry import MODELS, SCOPE, WEIGHT_INITIALIZERS
 from cvx2_backbone.models.selection import output_index, resolve_outputs
 
 FAST_PATH_MODES = ("auto", "off")
+# Gradient checkpointing granularities (``with_cp``): recompute each block, or each stage as one piece.
+CP_GRANULARITIES = ("block", "stage")
+# What ``with_cp=True`` means (docs/performance.md, "Gradient checkpointing: per block or per stage").
+DEFAULT_CP_GRANULARITY = "block"
 NORM_EPS = 1e-6
 GRN_EPS = 1e-6
 
@@ -232,7 +236,9 @@ class ConvNeXt(BaseModule):
         layer_scale_init_value: initial layer scale; 0 or None disables it.
         use_grn: Global Response Normalization in every block.
         frozen_stages: freeze the first k stages with their downsampling layers (0 or -1: none).
-        with_cp: gradient checkpointing per block (saves activation memory in training).
+        with_cp: gradient checkpointing in training: ``'block'`` keeps only each block's input and recomputes the
+            block in the backward pass, ``'stage'`` keeps only each stage's input and recomputes the whole stage;
+            ``True`` is :data:`DEFAULT_CP_GRANULARITY`, ``False`` turns it off (mmdet/mmseg configs pass a bool).
         patch_size: stem kernel and stride.
         hidden_act: activation in the MLP (timm name, or Hugging Face's ``gelu_new``/``gelu_pytorch_tanh``).
         fast_path: ``'auto'`` runs each block on a fused kernel of :mod:`cvx2_backbone.ops` where one
@@ -257,7 +263,7 @@ class ConvNeXt(BaseModule):
         layer_scale_init_value: float | None = None,
         use_grn: bool | None = None,
         frozen_stages: int = 0,
-        with_cp: bool = False,
+        with_cp: bool | str = False,
         patch_size: int = 4,
         hidden_act: str = "gelu",
         fast_path: str = "auto",
@@ -418,12 +424,38 @@ class ConvNeXt(BaseModule):
                              f"{self.min_input_size}; resize or pad images to at least "
                              f"{self.min_input_size}x{self.min_input_size}")
 
+    @property
+    def with_cp(self) -> bool | str:
+        """Gradient checkpointing as set: ``False``, ``True`` (the default granularity), ``'block'`` or ``'stage'``."""
+        return self._with_cp
+
+    @with_cp.setter
+    def with_cp(self, value: bool | str) -> None:
+        if value is None:
+            value = False
+        if not (isinstance(value, bool) or value in CP_GRANULARITIES):
+            raise ValueError(f"with_cp must be True, False or one of {CP_GRANULARITIES} (the checkpointing "
+                             f"granularity), got {value!r}")
+        self._with_cp = value
+
+    @property
+    def cp_granularity(self) -> str | None:
+        """``'block'`` or ``'stage'`` where gradient checkpointing is on, else None."""
+        if self._with_cp is True:
+            return DEFAULT_CP_GRANULARITY
+        return self._with_cp or None
+
     def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
-        if self.with_cp and self.training and torch.is_grad_enabled():
-            for block in stage:
-                x = cp.checkpoint(block, x, use_reentrant=False)
-            return x
-        return stage(x)
+        granularity = self.cp_granularity
+        if granularity is None or not (self.training and torch.is_grad_enabled()):
+            return stage(x)
+        if not x.requires_grad and not any(p.requires_grad for p in stage.parameters()):
+            return stage(x)  # a frozen stage on a frozen input: nothing to differentiate, nothing to recompute
+        if granularity == "stage":
+            return cp.checkpoint(stage, x, use_reentrant=False)
+        for block in stage:
+            x = cp.checkpoint(block, x, use_reentrant=False)
+        return x
 
     def _emit(self, name: str, x: Tensor) -> Tensor:
         x = getattr(self, self._norm_name(name))(x) if self.out_norm and name in self._normed else x

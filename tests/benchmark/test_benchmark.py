@@ -48,6 +48,9 @@ def test_runtimes_serve_inference_cases_only():
 
 
 def test_case_grammar():
+    assert [Case.parse(f"train-bf16{cp}@det").cp_granularity for cp in ("-cp", "-cp-block", "-cp-stage")] == [
+        None, "block", "stage"]
+    assert Case.parse("infer-fp16-compile@64x224").compiled and not Case.parse("train-fp32-cp-stage").compiled
     case = Case.parse("infer-bf16@1x800x1216")
     assert (case.task, case.precision, case.shape, case.detection) == ("infer", "bf16", (1, 800, 1216), False)
     assert Case.parse("train-fp16-cp@det").detection and Case.parse("infer-fp32@8x224").shape == (8, 224, 224)
@@ -56,6 +59,8 @@ def test_case_grammar():
 
 
 @pytest.mark.parametrize("name,error", [("infer-fp8", "unknown case"), ("infer-fp32-cp", "only matters for train"),
+                                        ("infer-fp32-cp-stage", "only matters for train"),
+                                        ("train-fp32-cp-layer", "unknown case"),
                                         ("train", "unknown case"), ("infer-fp32@0x224", "at least 1 image"),
                                         ("infer-fp32@1x16", "at least 32x32")])
 def test_benchmark_rejects_bad_cases(name, error):
@@ -138,7 +143,9 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     assert set(checks) == {"eager fp32 inference vs timm", "eager fp32 inference vs ONNX Runtime (2x64)",
                            "eager fp32 inference vs ONNX Runtime (1x64x96)", "with_cp training memory saving",
                            "extract fp32 vs best of ONNX Runtime and OpenVINO (2x64)",
-                           "extract fp32 vs best of ONNX Runtime and OpenVINO (1x64x96)"}
+                           "extract fp32 vs best of ONNX Runtime and OpenVINO (1x64x96)",
+                           "checkpointed fp32 training vs timm checkpointed (1x96)",
+                           "checkpointed fp32 training memory, timm's / ours (1x96)"}
     assert report["meta"]["threads"] == 1 and report["parity"]["atto"]["timm"] < 1e-5
     assert report["parity"]["atto"]["onnxruntime"] < 1e-5 and report["meta"]["onnxruntime"]
 
@@ -171,3 +178,21 @@ def test_bench_command_runs_the_end_to_end_case_alone(tmp_path, capsys):
     assert set(report["summary"]["atto"]) == {"extract-fp32 end to end vs timm-loop",
                                               "extract-fp32 end to end vs openvino-loop"}
     assert "extract-fp32  2 photos  cvx2-extract" in capsys.readouterr().out
+
+
+def test_summary_gives_issue_30_targets_for_compiled_and_checkpointed_cases():
+    def row(case, impl, img_per_s, batch=64, peak_mib=None):
+        return dict(size="tiny", case=case, impl=impl, batch=batch, resolution=224, width=224, img_per_s=img_per_s,
+                    peak_mib=peak_mib)
+    results = [row("infer-bf16@64x224", "cvx2", 3800.0), row("infer-bf16@64x224", "timm", 3700.0),
+               row("infer-bf16-compile@64x224", "cvx2", 2800.0), row("infer-bf16-compile@64x224", "timm", 7000.0),
+               row("train-bf16-cp-stage@1x1024", "cvx2", 18.0, 1, 700.0),
+               row("train-bf16-cp-stage@1x1024", "timm", 17.0, 1, 1400.0)]
+    checks = summarize(results)["tiny"]
+    assert checks == {
+        "eager bf16 infer vs timm (64x224)": {"value": 3800 / 3700, "target": 1.0, "met": True},
+        "compiled bf16 inference vs timm compiled (64x224)": {"value": 0.4, "target": 1.0, "met": False},
+        "compiled vs eager bf16 inference (64x224)": {"value": 2800 / 3800, "target": 1.5, "met": False},
+        "checkpointed-stage bf16 training vs timm checkpointed (1x224)": {"value": 18 / 17, "target": 1.0,
+                                                                          "met": True},
+        "checkpointed-stage bf16 training memory, timm's / ours (1x224)": {"value": 2.0, "target": 1.0, "met": True}}
