@@ -38,7 +38,7 @@ def test_dry_run_lists_every_step_and_runs_nothing(tmp_path):
     result = _run("--dry-run", wheel_dir=wheels, out=tmp_path / "out")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "pytest -m gpu" in out and "tests/test_gpu.py" in out and "tests/test_compile.py" in out
+    assert "pytest -m gpu" in out and "tests/models/test_gpu.py" in out and "tests/models/test_compile.py" in out
     for shape in ("64x224", "1x1024", "1x800x1216"):  # one bench run per input shape, every case in one of them
         assert f"bench-{shape} (limit" in out and f"bench-{shape}.json" in out
     assert all(name in out for name in GPU_CHECK_CASES)
