@@ -74,7 +74,8 @@ def _seg_batch(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", CONFIGS, ids=_id)
+@pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.heavy) if "-base-" in path.name else path
+                                  for path in CONFIGS], ids=_id)
 def test_config_loads_dinov3_weights_and_trains_a_step(path, dinov3_weights):
     cfg = load_config(path)
     backbone_cfg = cfg.model.backbone

@@ -29,7 +29,7 @@ from cvx2_backbone.weights import convert_checkpoint, load_pretrained, read_chec
 from tests.helpers.dinov3 import dinov3_dense, dinov3_state, eupe_state, timm_reader
 from tests.helpers.weights import TOLERANCE, FakeHub, image, outputs, randomise, relative_error
 
-SIZES = ("tiny", "base")
+SIZES = ("tiny", pytest.param("base", marks=pytest.mark.heavy))  # base: 89M parameters, a minute each on 2 cores
 DINOV3_LICENSE = "DINOv3 License"
 EUPE_LICENSE = "FAIR Noncommercial Research License"
 PARITY: dict[tuple[str, str, str], float] = {}  # (layout, size, reference) -> error, printed with -s
