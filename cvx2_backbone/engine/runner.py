@@ -26,13 +26,14 @@ from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 from torch import nn
 
+from cvx2_backbone.utils.files import remove_stale_temporaries
 from cvx2_backbone.utils.usage import UsageError, user_errors, user_input
 from cvx2_backbone.weights import CheckpointError, check_fit
 from cvx2_backbone.engine.config import apply_test_args, apply_train_args, load_config, scope_of, set_work_dir
 from cvx2_backbone.engine.device import adapt_to_cpu
 from cvx2_backbone.engine.distributed import LAUNCHERS, init_cpu_process_group
 from cvx2_backbone.engine.hooks import with_plain_checkpoints
-from cvx2_backbone.engine.resume import newest_loadable
+from cvx2_backbone.engine.resume import earlier_run_problem, newest_loadable
 from cvx2_backbone.engine.sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
 
 
@@ -156,6 +157,11 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
     ``load_from`` initialises the model from a checkpoint without resuming its optimizer and schedule."""
     cfg = _load(config, cfg_options, work_dir, launcher)
     apply_train_args(cfg, amp=amp, resume=resume, auto_scale_lr=auto_scale_lr, load_from=load_from)
+    if not cfg.get("resume"):
+        problem = earlier_run_problem(cfg.work_dir)
+        if problem:
+            raise UsageError(problem)
+    remove_stale_temporaries(cfg.work_dir, recursive=False, suffixes=(".pth", "last_checkpoint"))
     with_plain_checkpoints(cfg)
     contents, notes = _resume_point(cfg, resume)
     _fit_to_machine(cfg)
