@@ -1,8 +1,12 @@
-"""Run a script as a process that SIGKILLs itself half-way through writing a file, as a crash or the OOM killer
-would: ``python -m tests.helpers.kill_while_writing NAME SCRIPT ARGS...`` runs SCRIPT with ARGS, and the first write
-into a file whose name contains NAME (the final name or a staging name such as ``.NAME.tmpPID``) writes half its
-bytes, flushes them to disk and kills the process. Whatever writes the file (``open``, ``Path.write_bytes``), the
-disk is left as a real SIGKILL leaves it."""
+"""Run a script as a process that SIGKILLs itself at a chosen moment, as a crash or the OOM killer would.
+
+``python -m tests.helpers.kill_while_writing NAME SCRIPT ARGS...`` runs SCRIPT (a file or a module) with ARGS; the
+first write into a file whose name contains NAME (the final name or a staging name such as ``.NAME.tmpPID``) writes
+half its bytes, flushes them to disk and kills the process. Whatever writes the file from Python (``open``,
+``Path.write_bytes``), the disk is left as a real SIGKILL leaves it.
+
+With ``--at-rename`` instead: the process is killed just before the first ``os.replace`` / ``os.rename`` whose
+destination is named exactly NAME (the moment a finished output is put in place)."""
 from __future__ import annotations
 
 import builtins
@@ -36,7 +40,20 @@ class _DiesWhileWriting:
 
 
 def main() -> None:
-    name, script, *args = sys.argv[1:]
+    at_rename = sys.argv[1] == "--at-rename"
+    name, script, *args = sys.argv[2:] if at_rename else sys.argv[1:]
+    if at_rename:
+        target = name
+
+        def dying(function):
+            def rename(src, dst, *rest, **kwargs):
+                if os.path.basename(os.fspath(dst)) == target:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return function(src, dst, *rest, **kwargs)
+            return rename
+
+        os.replace, os.rename = dying(os.replace), dying(os.rename)
+        name = "\0"  # no file name contains it: writes go through
 
     def dying_open(file, mode="r", *rest, **kwargs):
         handle = _open(file, mode, *rest, **kwargs)

@@ -137,9 +137,10 @@ def test_cli_convert_to_each_layout_and_back(tmp_path, capsys):
             reference = ConvNeXtV2(arch="atto", out_norm=False)
             reference.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("norm")})
         assert_same_outputs(reference, fresh, x)
-    (tmp_path / "hf" / "stale.txt").write_text("from the previous export")
+    (tmp_path / "hf" / "notes.txt").write_text("the user's own file")  # --force replaces only what convert writes
     assert main(["convert", str(source), str(tmp_path / "hf"), "--to", "hf", "--force"]) == 0
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "the user's own file"
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 

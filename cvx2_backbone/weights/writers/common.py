@@ -86,13 +86,15 @@ def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[st
 
 
 def save_pretrained(model: nn.Module, path: Path) -> None:
-    """transformers' ``save_pretrained`` into a folder that appears whole at ``path``, without progress bars."""
+    """transformers' ``save_pretrained`` into a folder that appears whole at ``path``, without progress bars. Into an
+    existing folder (``cvx2 convert --force``), only the files ``save_pretrained`` writes are replaced: the folder's
+    other files stay, and the old folder stays whole until the new one is (:func:`atomic_folder`)."""
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        with atomic_folder(path) as tmp:
+        with atomic_folder(path, keep_others=True) as tmp:
             model.save_pretrained(tmp)
     finally:
         if shown:
