@@ -368,3 +368,18 @@ def test_classify_says_when_the_head_looks_untrained_and_extract_when_an_image_i
     captured = capsys.readouterr()
     assert "dot.png is 1x1, smaller than the stride 32: its maps mostly describe the padding" in captured.out + \
         captured.err
+
+
+def test_classify_says_when_the_head_was_never_trained(tmp_path, files, capsys):
+    """Issue 28 item 7: a model saved before fine-tuning (timm's convnextv2_atto: backbone weights with the head's
+    initial values) printed ImageNet labels with confident-looking percentages and no note."""
+    import timm
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("convnextv2_atto").state_dict(), tmp_path / "timm_atto.pth")
+    assert cvx2_main(["classify", str(files / "image.png"), "--weights", str(tmp_path / "timm_atto.pth"),
+                      "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: the classification head in {tmp_path / 'timm_atto.pth'} is untrained (its bias is all zeros, as " \
+           "a freshly initialised head's): the classes below are not predictions" in out
+    assert out.index("is untrained") < out.index("  1. ")  # said before the classes

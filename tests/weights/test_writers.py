@@ -176,3 +176,13 @@ def test_the_command_offers_every_writer():
     from cvx2_backbone.weights import FORMATS
 
     assert COMMAND_FORMATS == FORMATS == ("cvx2", "hf", "timm", "official")
+
+
+@pytest.mark.parametrize("name,format", [("x.onnx", "cvx2"), ("x.onnx", "timm"), ("x", "official")])
+def test_save_checkpoint_refuses_a_suffix_that_promises_another_format(tmp_path, name, format):
+    """Issue 28 item 7: the API wrote a torch pickle named x.onnx; now it refuses as the CLI does."""
+    checkpoint = read_checkpoint(ConvNeXtV2(arch="atto").state_dict())
+    with pytest.raises(ValueError, match=r"a checkpoint is written as .safetensors or a torch file \(.pth, .pt, "
+                                         r".bin, .ckpt\), not (.onnx|a name without suffix)"):
+        save_checkpoint(checkpoint, tmp_path / name, format=format)
+    assert not list(tmp_path.iterdir())  # nothing written, no staging file

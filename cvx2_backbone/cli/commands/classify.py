@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
           + ("" if names else " (class names unknown for this head size: printing indices)"))
     if not classifier.report.complete:
         print(f"partial load (--allow-partial): {classifier.report.summary()}")
+    if classifier.untrained_head:
+        print(f"note: the classification head in {args.weights} is untrained ({classifier.untrained_head}): the "
+              "classes below are not predictions; use an ImageNet fine-tuned checkpoint, e.g. "
+              "timm/convnextv2_atto.fcmae_ft_in1k")
     failed = 0
     for path in args.images:
         try:
