@@ -120,6 +120,41 @@ def _model_of(runner: Runner) -> nn.Module:
         return MODELS.build(runner.model)
 
 
+def _levels_problem(model: nn.Module) -> str | None:
+    """Whether the layer after this package's backbone (the neck, or mmseg's decode head) takes what the backbone
+    gives: mmdet's FPN and mmseg's heads fail only in the first forward pass, with a shape error."""
+    model = getattr(model, "module", model)  # DDP's wrapper
+    backbone = getattr(model, "backbone", None)
+    channels = getattr(backbone, "out_channels", None)
+    if channels is None or not type(backbone).__module__.startswith("cvx2_backbone"):
+        return None
+    channels = [int(c) for c in channels]
+    neck = getattr(model, "neck", None)
+    if isinstance(neck, nn.Sequential) and len(neck):
+        neck = neck[0]
+    takes, setting, wanted = None, "", channels
+    if neck is not None:
+        takes, setting = getattr(neck, "in_channels", None), "model.neck.in_channels"
+    else:
+        head = getattr(model, "decode_head", None)
+        takes, setting = getattr(head, "in_channels", None), "model.decode_head.in_channels"
+        index = getattr(head, "in_index", None)
+        if takes is not None and index is not None:
+            indices = [index] if isinstance(index, int) else list(index)
+            if any(not -len(channels) <= i < len(channels) for i in indices):
+                return (f"model.decode_head.in_index={index} picks outputs the backbone does not have: it gives "
+                        f"{len(channels)} ({channels} channels); set in_index within 0..{len(channels) - 1}")
+            wanted = [channels[i] for i in indices]
+    if takes is None:
+        return None
+    takes = [int(takes)] if isinstance(takes, int) else [int(c) for c in takes]
+    if takes == wanted:
+        return None
+    return (f"{setting}={takes} does not match the backbone's outputs: model.backbone gives out_channels {channels} "
+            f"({len(channels)} levels, out_indices={list(getattr(backbone, 'out_indices', [])) or '?'}); set "
+            f"{setting}={wanted}, or change model.backbone.out_indices")
+
+
 def check_weights(runner: Runner, checkpoint: str | None, *, allow_partial: bool = False, contents: Any = None,
                   what: str = "checkpoint") -> None:
     """Fail before any work if ``checkpoint`` (a local file the runner will load) does not fit the runner's model."""
@@ -171,6 +206,9 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
             if isinstance(runner, Runner):  # built now, as Runner.train() would, so that mistakes stop here
                 _ = runner.train_loop
                 runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+        problem = _levels_problem(_model_of(runner))
+        if problem:
+            raise UsageError(problem)
         for note in notes:
             print_log(note, logger="current", level=logging.WARNING)
         what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
@@ -218,6 +256,9 @@ def test(config: str | Path, checkpoint: str, *, work_dir: str | None = None, ou
         with config_mistakes():
             runner = build_runner(cfg)
             _ = runner.test_loop  # built now, as runner.test() would, so that its mistakes stop the run here
+        problem = _levels_problem(_model_of(runner))
+        if problem:
+            raise UsageError(problem)
         check_weights(runner, checkpoint, allow_partial=allow_partial)
     if out is not None and scope_of(cfg) == "mmdet":
         from mmdet.evaluation import DumpDetResults

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from cvx2_backbone.utils.machine import torch_threads
 from cvx2_backbone.fcmae.data import scan_images
 from cvx2_backbone.fcmae.masking import check_mask_ratio
 from cvx2_backbone.fcmae.pictures import Scores, loss_history, sample_photos, write_pictures
 from cvx2_backbone.engine import train
 from cvx2_backbone.registry import MODELS
+from cvx2_backbone.weights.reading import read_file
 from cvx2_backbone.utils.pictures import mosaic, plot_losses
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +98,7 @@ def _config(config: str | None, checkpoint: str | None):
 def _read_checkpoint(path: str) -> dict:
     if not Path(path).is_file():
         raise ShowError(f"checkpoint {path!r} does not exist; pass a .pth written by tools/train.py")
-    obj = torch.load(path, map_location="cpu", weights_only=True)  # mmengine's objects: allowed on import
+    obj = read_file(Path(path)).obj  # the safe reader: an unsafe pickle gets every command's safety refusal
     if not isinstance(obj, dict):
         raise ShowError(f"{path} holds a {type(obj).__name__}, not a checkpoint")
     state = obj.get("state_dict", obj)

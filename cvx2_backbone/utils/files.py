@@ -11,6 +11,7 @@ A folder replaces an existing one in one step where the system can swap two name
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import shutil
@@ -29,16 +30,70 @@ def temporary_name(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def free_space(folder: str | os.PathLike) -> int | None:
+    """Bytes free for new files in ``folder`` (or the nearest existing folder above it); None if unknown."""
+    folder = Path(folder).absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    try:
+        return shutil.disk_usage(existing).free
+    except OSError:
+        return None
+
+
+def disk_full(path: str | os.PathLike, needed: int | None = None) -> OSError:
+    """The error for a disk that cannot take ``path``: names the path, the space needed (if known) and what is free,
+    and says what to do (``utils.usage.error_message`` prints it as one line)."""
+    free = free_space(Path(path).parent)
+    amounts = ", ".join(part for part in (f"it needs about {_size(needed)}" if needed else "",
+                                          f"{_size(free)} free there" if free is not None else "") if part)
+    return OSError(errno.ENOSPC, f"No space left on device ({amounts})" if amounts else "No space left on device",
+                   str(path))
+
+
+def _is_disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a writer's error is a full disk: ENOSPC / EDQUOT, or a library's wrapped form of it (safetensors says
+    "os error 28"; torch's zip writer only "unexpected pos", so then the free space decides)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+        return True
+    free = free_space(folder)
+    return isinstance(err, RuntimeError) and free is not None and free < 1 << 20
+
+
+def _check_space(path: Path, needed: int | None) -> None:
+    free = free_space(path.parent)
+    if needed and free is not None and free < needed:
+        raise disk_full(path, needed)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling of ``path`` to write to; renamed over ``path`` when the block succeeds."""
+def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write to; renamed over ``path`` when the block succeeds. ``needed``: the
+    bytes the file will take, checked against the free space before anything is written. A full disk, however the
+    writer reports it, becomes :func:`disk_full`'s ``OSError``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _check_space(path, needed)
     tmp = temporary_name(path)
     try:
         yield tmp
         follow_umask(tmp)
         os.replace(tmp, path)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)  # first: the space it took decides whether the disk is full
+        if _is_disk_full(err, path.parent):
+            raise disk_full(path, needed) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -85,20 +140,27 @@ def _carry_over(old: Path, new: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(path: str | os.PathLike, *, keep_others: bool = False) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, *, keep_others: bool = False, needed: int | None = None) -> Iterator[Path]:
     """A temporary staging folder (:func:`temporary_name`) to write to; it replaces ``path`` (file or folder) when the
     block succeeds (in one step where :func:`exchange` can), and is removed otherwise.
 
     ``keep_others``: where ``path`` is a folder already, the entries of it that the new folder does not have (a
-    user's other files) stay in it; only the names written are replaced."""
+    user's other files) stay in it; only the names written are replaced. ``needed``: as for :func:`atomic_path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     old = path.with_name(f".{path.name}.old{os.getpid()}")
+    _check_space(path, needed)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if _is_disk_full(err, path.parent):
+                raise disk_full(path, needed) from err
+            raise
         if keep_others and path.is_dir() and not path.is_symlink():
             _carry_over(path, tmp)
         if os.path.lexists(path) and exchange(tmp, path):

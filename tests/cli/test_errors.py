@@ -143,6 +143,15 @@ CASES = [
      r"--crop-pct 1.5 is not a fraction in \(0, 1\]"),
     ("cvx2", ["info", "convnextv2_atto", "--num-classes", "-1"], r"--num-classes -1: give 0 \(no head\) or more"),
     ("cvx2", ["demo", "--iters", "0"], r"--iters 0: give 1 or more"),
+    # 6. issue 28 item 8: tracebacks ("internal error") for user mistakes
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.neck.in_channels=[40,80,160]"],
+     r"model.neck.in_channels=\[40, 80, 160\] does not match the backbone's outputs: model.backbone gives "
+     r"out_channels \[40, 80, 160, 320\] \(4 levels, out_indices=\[0, 1, 2, 3\]\); set "
+     r"model.neck.in_channels=\[40, 80, 160, 320\], or change model.backbone.out_indices"),
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.backbone.out_indices=[1,2,3]"],
+     r"model.neck.in_channels=\[40, 80, 160, 320\] does not match .* gives out_channels \[80, 160, 320\]"),
+    ("cvx2", ["fcmae-show", "{root}/image.png", "--checkpoint", "{root}/os_system.pth", "-o", "{root}/show"],
+     r"safety refusal, not a corrupt file.*os.system"),
 ]
 
 
@@ -168,6 +177,21 @@ def test_user_mistakes_exit_2_with_one_message_and_no_traceback(files, capsys, m
     assert not (files / "pwned").exists()  # the refused pickle never ran
     assert not work_dir.exists(), sorted(work_dir.rglob("*"))  # no <work_dir>/<timestamp>/ of the refused run
     assert not list(files.glob(".*.tmp*")) and not list(files.glob("*/.*.tmp*"))  # no staging files
+
+
+@pytest.mark.parametrize("entry,argv", [("tools/train.py", ["{root}/config.py", "--cfg-options", "foo"]),
+                                        ("cvx2", [LR, str(DET_CONFIG), "--cfg-options", "foo"]),
+                                        ("tools/test.py", ["{root}/config.py", "x.pth", "--cfg-options", "=1"])])
+def test_a_cfg_option_without_a_value_is_a_usage_error(files, capsys, entry, argv):
+    """Issue 28 item 8: mmengine's DictAction ended in `ValueError: not enough values to unpack` with a traceback."""
+    argv = [a.format(root=files) for a in argv]
+    with pytest.raises(SystemExit) as stopped:
+        ENTRIES[entry](argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(rf"^{re.escape(entry)}( lr-groups)?: error: --cfg-options '(foo|=1)': each override is KEY=VALUE, "
+                     r"e.g. train_dataloader.batch_size=2", err, re.MULTILINE), err
 
 
 def test_debug_shows_the_traceback_and_internal_errors_keep_it(capsys, monkeypatch):

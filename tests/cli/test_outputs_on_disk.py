@@ -113,3 +113,43 @@ def test_sigkill_during_export_force_leaves_the_old_files(tmp_path, capsys):
         assert "put back the earlier files of an export that was killed" in capsys.readouterr().out
         assert {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith("other")} == before, name
         assert not list(tmp_path.glob(".*"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KB file system (a tmpfs), read-write or read-only: a full disk and a read-only one, for real."""
+    mounted = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=64k,{options}", "tmpfs", str(where)],
+                              capture_output=True)
+        if done.returncode:
+            pytest.skip("mounting a small tmpfs needs root")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.parametrize("dst,to", [("backbone.safetensors", "cvx2"), ("backbone.pth", "cvx2"), ("hf", "hf")])
+def test_convert_to_a_full_disk_names_the_space_needed_and_leaves_nothing(weights, small_disk, capsys, dst, to):
+    """Issue 28 items 8 and 10: an internal error (torch: `unexpected pos 24832 vs 24752`) before."""
+    disk = small_disk("rw")
+    assert cvx2_main(["convert", str(weights[0]), str(disk / dst), "--to", to]) == 2
+    err = capsys.readouterr().err
+    assert f"cvx2 convert: error: no space left on device (it needs about 12.9 MB, 64.0 KB free there): " \
+           f"{disk / dst}; free some space on that disk, or write somewhere else" in err
+    assert "Traceback" not in err and not list(disk.iterdir())
+
+
+def test_convert_to_a_read_only_disk_says_what_to_do(weights, small_disk, capsys):
+    disk = small_disk("ro")
+    assert cvx2_main(["convert", str(weights[0]), str(disk / "backbone.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert f"cvx2 convert: error: cannot write {disk}/backbone.safetensors: {disk} does not accept new files " \
+           "(read-only file system); write to a folder you can write to, on a writable disk" in err
+    assert "Traceback" not in err and not list(disk.iterdir())

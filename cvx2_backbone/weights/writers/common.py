@@ -73,10 +73,15 @@ def fill_from(model: nn.Module, tensors: dict[str, Tensor]) -> list[str]:
     return missing
 
 
+def tensor_bytes(tensors: Mapping[str, Tensor]) -> int:
+    """What the tensors take on disk (the file adds a little)."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str] | None = None,
                  container: str | None = None) -> None:
     """``.safetensors`` as such, any other suffix as ``torch.save`` (``{container: tensors}`` if given)."""
-    with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
+    with atomic_path(path, needed=tensor_bytes(tensors)) as tmp:  # an interrupt never leaves half a file
         if path.suffix == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_file
             save_file(dict(tensors), str(tmp), metadata=dict(metadata or {}))
@@ -94,7 +99,7 @@ def save_pretrained(model: nn.Module, path: Path) -> None:
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        with atomic_folder(path, keep_others=True) as tmp:
+        with atomic_folder(path, keep_others=True, needed=tensor_bytes(model.state_dict())) as tmp:
             model.save_pretrained(tmp)
     finally:
         if shown:
