@@ -153,3 +153,27 @@ def test_convert_to_a_read_only_disk_says_what_to_do(weights, small_disk, capsys
     assert f"cvx2 convert: error: cannot write {disk}/backbone.safetensors: {disk} does not accept new files " \
            "(read-only file system); write to a folder you can write to, on a writable disk" in err
     assert "Traceback" not in err and not list(disk.iterdir())
+
+
+def test_extract_rebuilds_a_damaged_cached_model_once(weights, tmp_path, monkeypatch, capsys):
+    """Issue 28 item 8: a damaged model file in the engine cache failed every later `cvx2 extract` with a traceback."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    monkeypatch.setenv("CVX2_CACHE_DIR", str(tmp_path / "cache"))
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "a.png")
+
+    def extract(out: str) -> str:
+        assert cvx2_main(["extract", str(tmp_path / "a.png"), "-o", str(tmp_path / out), "--runtime", "onnxruntime",
+                          "--device", "cpu", "--weights", str(weights[0])]) == 0
+        assert (tmp_path / out / "a.safetensors").is_file()
+        captured = capsys.readouterr()
+        return captured.out + captured.err
+
+    extract("first")
+    (cached,) = (tmp_path / "cache" / "models").glob("*.onnx")
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 3])  # a copy cut short
+    output = extract("second")
+    assert f"note: the cached model {cached} was damaged (" in output and "exported it again" in output
+    assert "Traceback" not in output
+    assert "damaged" not in extract("third")  # said once: the entry is whole again
