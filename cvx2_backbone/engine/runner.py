@@ -34,7 +34,8 @@ from cvx2_backbone.engine.device import adapt_to_cpu
 from cvx2_backbone.engine.distributed import LAUNCHERS, init_cpu_process_group
 from cvx2_backbone.engine.hooks import with_plain_checkpoints
 from cvx2_backbone.engine.resume import earlier_run_problem, newest_loadable
-from cvx2_backbone.engine.sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
+from cvx2_backbone.engine.sharded_checkpoint import (DCP_METADATA, RUNNER_STATE, is_sharded_checkpoint,
+                                                     sharded_checkpoint_problem)
 
 
 def _load(config: str | Path, cfg_options: dict[str, Any] | None, work_dir: str | None, launcher: str) -> Config:
@@ -161,10 +162,17 @@ def check_weights(runner: Runner, checkpoint: str | None, *, allow_partial: bool
     if not checkpoint:
         return
     if is_sharded_checkpoint(checkpoint):
+        folder = Path(checkpoint)
+        if not any((folder / name).exists() for name in (DCP_METADATA, RUNNER_STATE)):
+            kind = " (a Hugging Face model folder)" if (folder / "config.json").is_file() else ""
+            raise UsageError(f"{what} {checkpoint} is a folder{kind}, not a training checkpoint; pass the .pth file "
+                             "tools/train.py wrote (an FSDP2 run: its *_consolidated.pth), or put backbone weights in "
+                             f"the config: model.backbone.init_cfg=dict(type='Pretrained', checkpoint='{checkpoint}')")
         problem = sharded_checkpoint_problem(checkpoint)
         if problem:
-            raise UsageError(f"{what} {checkpoint} is {problem}; pass another one, or plain --resume to pick the "
-                             "newest complete one")
+            fix = "plain --resume to pick the newest complete one" if "resume" in what else \
+                "the *_consolidated.pth file written beside it"
+            raise UsageError(f"{what} {checkpoint} is {problem}; pass another one, or {fix}")
         return  # torch.distributed.checkpoint checks names and shapes as it loads
     if contents is None and not Path(checkpoint).is_file():
         print_log(f"{what} {checkpoint} is not a local file: mmengine fetches it, unchecked", logger="current")

@@ -134,14 +134,26 @@ def _link_images(paths: Sequence[Path], folder: Path) -> Path:
     return folder
 
 
+def _check_iters(cfg, iters: int | None) -> None:
+    if iters is None:
+        return
+    if iters < 1:
+        raise ShowError(f"--iters must be >= 1, got {iters}")
+    if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
+        raise ShowError("--iters needs an iteration-based config (train_cfg.type='IterBasedTrainLoop')")
+
+
+def _check_size(size: int, patch: int) -> None:
+    if size < patch or size % patch:
+        raise ShowError(f"--size {size}: the picture is cut into {patch}-pixel patches, so give a multiple of "
+                        f"{patch} (e.g. {max(patch, round(size / patch) * patch)}, or 224)")
+
+
 def _train(cfg, paths: Sequence[Path], output: Path, iters: int | None):
     """Pre-train on ``paths`` with ``cfg`` (shortened to ``iters`` with its warm-up and cosine scaled to fit)."""
+    _check_iters(cfg, iters)
     cfg.train_dataloader.dataset.data_root = str(_link_images(paths, output / "images"))
     if iters is not None:
-        if iters < 1:
-            raise ShowError(f"--iters must be >= 1, got {iters}")
-        if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
-            raise ShowError("--iters needs an iteration-based config (train_cfg.type='IterBasedTrainLoop')")
         warmup = max(1, iters // 10)
         cfg.train_cfg.max_iters = iters
         cfg.param_scheduler = [
@@ -171,14 +183,15 @@ def fcmae_show(images: Sequence[str | os.PathLike], output: str | os.PathLike, *
     with torch_threads(threads):
         if checkpoint is None:
             patch = MODELS.build(cfg.model).patch_size  # checks the model options before collecting images
+            _check_size(size, patch)  # every refusal before the first file is written
+            _check_iters(cfg, iters)
             paths = collect_images(images, patch)
             model, history = _train(cfg, paths, output, iters)
         else:
             model = load_fcmae(cfg, checkpoint)
+            _check_size(size, model.patch_size)
             paths = collect_images(images, model.patch_size)
             history = loss_history(Path(checkpoint).parent)
-        if size < model.patch_size or size % model.patch_size:
-            raise ShowError(f"--size must be a multiple of the {model.patch_size}-pixel patch, got {size}")
         files, scores = write_pictures(model, paths, output, size=size, seed=seed)
     from PIL import Image
     overview = output / "fcmae_show.png"

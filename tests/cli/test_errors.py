@@ -54,6 +54,8 @@ def files(tmp_path_factory):
     Image.new("RGB", (64, 64), (120, 30, 200)).save(root / "image.png")
     (root / "afile.txt").write_text("not a folder")
     (root / "existing.onnx").write_bytes(b"an earlier export")
+    (root / "hf_model").mkdir()
+    (root / "hf_model" / "config.json").write_text('{"model_type": "convnextv2"}')
     return root
 
 
@@ -407,3 +409,56 @@ def test_classify_says_when_the_head_was_never_trained(tmp_path, files, capsys):
     assert f"note: the classification head in {tmp_path / 'timm_atto.pth'} is untrained (its bias is all zeros, as " \
            "a freshly initialised head's): the classes below are not predictions" in out
     assert out.index("is untrained") < out.index("  1. ")  # said before the classes
+
+
+REFUSED_UP_FRONT = [  # issue 28 item 9: misleading messages, or refusals that came after minutes of work
+    ("tools/test.py", ["{root}/config.py", "{root}/hf_model", "--work-dir", "{out}"],
+     r"checkpoint .*hf_model is a folder \(a Hugging Face model folder\), not a training checkpoint; pass the .pth "
+     r"file tools/train.py wrote, .* model.backbone.init_cfg=dict\(type='Pretrained', checkpoint='.*hf_model'\)"),
+    ("cvx2", ["demo", "--min-ap", "1.5", "-o", "{out}"],
+     r"--min-ap 1.5: COCO AP is a fraction in \[0, 1\], so the run could never pass; give a value below 1"),
+    ("cvx2", ["fcmae-show", "{root}/image.png", "--size", "7", "-o", "{out}"],
+     r"--size 7: the picture is cut into 32-pixel patches, so give a multiple of 32 \(e.g. 32, or 224\)"),
+    ("cvx2", ["fcmae-show", "{root}/image.png", "--iters", "0", "-o", "{out}"], r"--iters must be >= 1, got 0"),
+    ("cvx2", ["bench", "--json", "/proc/cvx2-test/b.json"],
+     r"--json /proc/cvx2-test/b.json: cannot write there \(/proc does not accept new files"),
+]
+
+
+@pytest.mark.parametrize("entry,argv,message", REFUSED_UP_FRONT,
+                         ids=[" ".join([entry, *argv[:2]]) for entry, argv, _ in REFUSED_UP_FRONT])
+def test_refusals_come_first_and_leave_no_output(files, tmp_path, capsys, entry, argv, message):
+    out = tmp_path / "out"
+    code, output = run_entry(entry, [a.format(root=files, out=out) for a in argv], capsys)
+    assert code == 2, output[-3000:]
+    assert re.search(message, output), output[-3000:]
+    assert "Traceback" not in output and not out.exists()
+
+
+def test_classify_takes_a_folder_of_images(files, tmp_path, capsys):
+    """Issue 28 item 9: `cvx2 classify FOLDER` said "image file not found"."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    state = _state_with_head()
+    torch.save(state, tmp_path / "classifier.pth")
+    (tmp_path / "photos" / "more").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "photos" / "red.png")
+    Image.new("RGB", (64, 64), (10, 10, 200)).save(tmp_path / "photos" / "more" / "blue.jpg")
+    assert cvx2_main(["classify", str(tmp_path / "photos"), "--weights", str(tmp_path / "classifier.pth"),
+                      "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"\n{tmp_path / 'photos' / 'more' / 'blue.jpg'}\n  1. " in out
+    assert f"\n{tmp_path / 'photos' / 'red.png'}\n  1. " in out
+    (tmp_path / "empty").mkdir()
+    assert cvx2_main(["classify", str(tmp_path / "empty"), "--weights", str(tmp_path / "classifier.pth")]) == 2
+    assert "no images in" in capsys.readouterr().err
+
+
+def _state_with_head() -> dict:
+    from cvx2_backbone import ConvNeXtV2
+
+    state = ConvNeXtV2(arch="atto").state_dict()
+    state.update({"norm.weight": torch.rand(320) + 0.5, "norm.bias": torch.randn(320),
+                  "head.weight": torch.randn(1000, 320), "head.bias": torch.randn(1000)})
+    return state
