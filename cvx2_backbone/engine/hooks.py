@@ -29,6 +29,7 @@ from mmengine.logging import HistoryBuffer
 
 from cvx2_backbone.registry import HOOKS
 from cvx2_backbone.utils.files import atomic_path
+from cvx2_backbone.utils.usage import UsageError
 
 HOOK_TYPE = "cvx2_backbone.PlainCheckpointHook"
 _BUFFER_KEYS = frozenset({"log_history", "count_history", "max_length"})
@@ -48,6 +49,21 @@ class AtomicLocalBackend(LocalBackend):
 
 
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+def ignored_strategy(runner) -> str | None:
+    """A config that asks for a training strategy (FSDP2, DeepSpeed, ...) run by mmengine's plain Runner, which does
+    not read ``strategy``: mmdet's and mmseg's own tools/train.py build that Runner unless the config names
+    ``runner_type='FlexibleRunner'``, and training would go on unsharded without a word."""
+    cfg = getattr(runner, "cfg", None)
+    strategy = cfg.get("strategy") if cfg is not None else None
+    if not strategy or hasattr(runner, "strategy"):  # FlexibleRunner has one
+        return None
+    name = strategy.get("type", strategy) if isinstance(strategy, dict) else strategy
+    name = getattr(name, "__name__", name)
+    return (f"the config asks for strategy {name}, but {type(runner).__name__} ignores it (only mmengine's "
+            "FlexibleRunner runs strategies): add --cfg-options runner_type=FlexibleRunner to this tools/train.py "
+            "(and start it with tools/dist_train.sh), or use cvx2_backbone's tools/train.py, which switches by itself")
 
 
 def make_checkpoints_atomic(runner) -> None:
@@ -99,6 +115,9 @@ class PlainCheckpointHook(Hook):
     priority = "LOWEST"  # after hooks that add to the checkpoint (EMA, ...)
 
     def before_train(self, runner) -> None:  # after CheckpointHook's own before_train (higher priority)
+        problem = ignored_strategy(runner)
+        if problem:
+            raise UsageError(problem)
         make_checkpoints_atomic(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -48,13 +48,30 @@ def _load(config: str | Path, cfg_options: dict[str, Any] | None, work_dir: str 
     return cfg
 
 
+_VISUALIZER_NAME = "_cvx2_visualizer_name"  # the config's own name, kept aside while the run builds
+
+
 def _own_visualizer(cfg: Config) -> None:
     """Let mmengine name the visualizer after the run: with a fixed name (mmdet's and mmseg's runtimes say
     'visualizer') a second run in the same process reuses the first run's instance, which writes into that run's
-    folder (gone, if the first run was refused)."""
+    folder (gone, if the first run was refused). The config written into the work dir keeps the name
+    (:func:`_write_config`): upstream tools such as browse_dataset.py need it."""
     visualizer = cfg.get("visualizer")
-    if isinstance(visualizer, dict):
-        visualizer.pop("name", None)
+    if isinstance(visualizer, dict) and "name" in visualizer:
+        cfg[_VISUALIZER_NAME] = visualizer.pop("name")
+
+
+def _write_config(runner: Runner, cfg: Config) -> None:
+    """Write the run's config into the work dir again, as mmengine's Runner did, with the visualizer's name back:
+    the written config is one every upstream tool takes as it is."""
+    name = cfg.get(_VISUALIZER_NAME)
+    written = getattr(runner, "cfg", None)
+    if name is None or written is None:
+        return
+    written.pop(_VISUALIZER_NAME, None)
+    if isinstance(written.get("visualizer"), dict):
+        written.visualizer["name"] = name
+    runner.dump_config()
 
 
 def _fit_to_machine(cfg: Config) -> None:
@@ -211,6 +228,7 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
     with refusal_cleanup(cfg):
         with config_mistakes():
             runner = build_runner(cfg)
+            _write_config(runner, cfg)
             if isinstance(runner, Runner):  # built now, as Runner.train() would, so that mistakes stop here
                 _ = runner.train_loop
                 runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
@@ -263,6 +281,7 @@ def test(config: str | Path, checkpoint: str, *, work_dir: str | None = None, ou
     with refusal_cleanup(cfg):
         with config_mistakes():
             runner = build_runner(cfg)
+            _write_config(runner, cfg)
             _ = runner.test_loop  # built now, as runner.test() would, so that its mistakes stop the run here
         problem = _levels_problem(_model_of(runner))
         if problem:

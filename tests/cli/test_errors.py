@@ -462,3 +462,14 @@ def _state_with_head() -> dict:
     state.update({"norm.weight": torch.rand(320) + 0.5, "norm.bias": torch.randn(320),
                   "head.weight": torch.randn(1000, 320), "head.bias": torch.randn(1000)})
     return state
+
+
+def test_cvx2_without_a_command_lists_the_commands(capsys):
+    """Issue 28 item 10: argparse's one line ("the following arguments are required: COMMAND") before."""
+    from cvx2_backbone.cli.main import COMMANDS
+
+    assert cvx2_main([]) == 2
+    err = capsys.readouterr().err
+    assert "cvx2: error: give a command:" in err and "see `cvx2 COMMAND --help` for its options" in err
+    for name in COMMANDS:
+        assert re.search(rf"^  {re.escape(name)} +\S", err, re.MULTILINE), name
