@@ -25,6 +25,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from cvx2_backbone.utils.files import write_atomic
 from cvx2_backbone.benchmark.extract import DefaultExtract, run_extract_case
 from cvx2_backbone.benchmark.models import randomize_, transfer_weights
 from cvx2_backbone.benchmark.options import (DEFAULT_CASES, DEFAULT_IMPLS, IMPLS, RATIO_IMPLS,  # noqa: F401
@@ -564,8 +565,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.markdown:
         print("\n" + format_markdown(report))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
+        write_atomic(args.json, json.dumps(report, indent=2).encode())
         print(f"wrote {args.json}")
     return 0
 

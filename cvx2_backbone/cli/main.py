@@ -51,7 +51,13 @@ def command_main(name: str, prog: str, argv: Sequence[str] | None = None) -> int
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)  # cvx2 takes no options of its own
-    args = build_parser(commands=[chosen] if chosen else []).parse_args(argv)
+    parser = build_parser(commands=[chosen] if chosen else [])
+    if not argv:  # argparse would say only "the following arguments are required: COMMAND"
+        parser.print_usage(sys.stderr)
+        print("cvx2: error: give a command:\n" + "\n".join(f"  {name:11s} {_module(name).HELP}" for name in COMMANDS)
+              + "\nsee `cvx2 COMMAND --help` for its options", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     return run_command(lambda: args._run(args), prog=f"cvx2 {args.command}", debug=args.debug)
 
 

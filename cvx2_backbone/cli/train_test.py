@@ -11,8 +11,7 @@ import os
 import time
 from typing import Sequence
 
-from mmengine.config import DictAction
-
+from cvx2_backbone.cli.cfg_options import CfgOptionsAction
 from cvx2_backbone.utils.usage import HelpFormatter, add_debug_argument, print_error, run_command
 from cvx2_backbone.engine.distributed import LAUNCHERS
 
@@ -23,7 +22,7 @@ ALLOW_PARTIAL_HELP = ("load the checkpoint even if some of the model's tensors a
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", help="folder for logs and checkpoints (default: ./work_dirs/<config name>)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, metavar="KEY=VALUE",
                         help="override config keys, e.g. train_dataloader.batch_size=2 "
                              "model.backbone.init_cfg=None 'key=[a,b]'")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none",

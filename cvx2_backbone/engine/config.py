@@ -107,10 +107,19 @@ def apply_train_args(cfg: Config, *, amp: bool = False, resume: str | None = Non
         cfg.resume, cfg.load_from = True, resume
 
 
+_SHARDED_FILES = (".metadata", "runner_state.pth")  # .sharded_checkpoint's DCP_METADATA and RUNNER_STATE (torch-free)
+
+
 def apply_test_args(cfg: Config, *, checkpoint: str, out: str | None = None, show: bool = False,
                     show_dir: str | None = None, wait_time: float = 2.0) -> None:
     """Checkpoint, ``--out`` (mmseg: prediction folder) and ``--show``/``--show-dir`` as the task's tools do."""
-    if Path(checkpoint).is_dir():
+    folder = Path(checkpoint)
+    if folder.is_dir() and not any((folder / name).exists() for name in _SHARDED_FILES):
+        kind = " (a Hugging Face model folder)" if (folder / "config.json").is_file() else ""
+        raise ConfigError(f"checkpoint {checkpoint} is a folder{kind}, not a training checkpoint; pass the .pth "
+                          "file tools/train.py wrote, or put backbone weights in the config: "
+                          f"model.backbone.init_cfg=dict(type='Pretrained', checkpoint='{checkpoint}')")
+    if folder.is_dir():
         raise ConfigError(f"checkpoint {checkpoint!r} is a sharded (FSDP2) training checkpoint; test its "
                           "consolidated file (<name>_consolidated.pth next to it, or make one with "
                           f"python tools/consolidate_checkpoint.py {checkpoint})")

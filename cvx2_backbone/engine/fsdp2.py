@@ -67,9 +67,20 @@ class FSDP2Strategy(DDPStrategy):
         self._resume_optimizer = False
 
     # --- model and optimizer ---------------------------------------------------------------
+    def prepare(self, model, *, optim_wrapper=None, param_scheduler=None, compile=False, dispatch_kwargs=None):
+        # mmengine's FlexibleRunner passes an optimizer only to train; test and val runs evaluate
+        self._evaluating = optim_wrapper is None
+        return super().prepare(model, optim_wrapper=optim_wrapper, param_scheduler=param_scheduler, compile=compile,
+                               dispatch_kwargs=dispatch_kwargs)
+
     def _wrap_model(self, model: nn.Module) -> nn.Module:
         if isinstance(model, FSDPModule):
             return model
+        if not dist.is_initialized() and getattr(self, "_evaluating", False):
+            # mmdet's / mmseg's own tools/test.py on the config an FSDP2 run wrote, with its consolidated checkpoint:
+            # nothing to shard in one process, so the plain model is evaluated
+            self.logger.info("FSDP2: one process and nothing to train: the model is evaluated unsharded")
+            return self.convert_model(model.to(get_device()))
         if not dist.is_initialized():
             raise UsageError("FSDP2Strategy shards over a process group: start training with tools/dist_train.sh "
                              "CONFIG NUM_GPUS (1 works too) or tools/slurm_train.sh, not plain tools/train.py")

@@ -6,6 +6,14 @@ those objects, so every upstream client fails on them. :class:`PlainCheckpointHo
 tensors, numbers, lists and dicts when the Runner saves a checkpoint, and rebuilds the HistoryBuffers when
 the Runner loads one to resume. Every config of the project lists the hook in ``custom_hooks``;
 ``tools/train.py`` adds it to configs that do not (:func:`with_plain_checkpoints`).
+
+The hook also makes the checkpoints whole-or-nothing: mmengine's CheckpointHook writes ``epoch_N.pth`` /
+``iter_N.pth`` with ``open(path, 'wb')``, so a run killed while saving (SIGKILL, OOM killer, power loss) leaves a
+truncated file under the final name, where ``--resume`` and every upstream tool find it. Where the CheckpointHook
+writes to local disk with mmengine's default backend, the hook gives it :class:`AtomicLocalBackend`, which writes a
+staging file (``.iter_4.pth.tmpPID``) and renames it over the final name when complete (the next ``tools/train.py`` in
+that work dir removes the staging files of killed runs). This works through any tool that runs the config's
+``custom_hooks``: this project's ``tools/train.py`` and mmdet's / mmseg's own.
 """
 from __future__ import annotations
 
@@ -15,13 +23,61 @@ from typing import Any
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.hooks import Hook
+from mmengine.fileio import LocalBackend, get_file_backend, register_backend
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import HistoryBuffer
 
 from cvx2_backbone.registry import HOOKS
+from cvx2_backbone.utils.files import atomic_path
+from cvx2_backbone.utils.usage import UsageError
 
 HOOK_TYPE = "cvx2_backbone.PlainCheckpointHook"
 _BUFFER_KEYS = frozenset({"log_history", "count_history", "max_length"})
+ATOMIC_BACKEND = "cvx2_backbone_atomic_local"
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend, except that a written file appears whole or not at all."""
+
+    def put(self, obj: bytes, filepath) -> None:
+        with atomic_path(filepath) as tmp:
+            with open(tmp, "wb") as handle:
+                handle.write(obj)
+
+    def put_text(self, obj: str, filepath, encoding: str = "utf-8") -> None:
+        self.put(obj.encode(encoding), filepath)
+
+
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+def ignored_strategy(runner) -> str | None:
+    """A config that asks for a training strategy (FSDP2, DeepSpeed, ...) run by mmengine's plain Runner, which does
+    not read ``strategy``: mmdet's and mmseg's own tools/train.py build that Runner unless the config names
+    ``runner_type='FlexibleRunner'``, and training would go on unsharded without a word."""
+    cfg = getattr(runner, "cfg", None)
+    strategy = cfg.get("strategy") if cfg is not None else None
+    if not strategy or hasattr(runner, "strategy"):  # FlexibleRunner has one
+        return None
+    name = strategy.get("type", strategy) if isinstance(strategy, dict) else strategy
+    name = getattr(name, "__name__", name)
+    return (f"the config asks for strategy {name}, but {type(runner).__name__} ignores it (only mmengine's "
+            "FlexibleRunner runs strategies): add --cfg-options runner_type=FlexibleRunner to this tools/train.py "
+            "(and start it with tools/dist_train.sh), or use cvx2_backbone's tools/train.py, which switches by itself")
+
+
+def make_checkpoints_atomic(runner) -> None:
+    """Point the runner's CheckpointHooks that write local files with mmengine's default backend at
+    :class:`AtomicLocalBackend` (a hook configured with its own backend or file client is left as it is)."""
+    for hook in runner.hooks:
+        if not isinstance(hook, CheckpointHook) or hook.backend_args or hook.file_client_args:
+            continue
+        out_dir = hook.out_dir if hook.out_dir is not None else runner.work_dir
+        if type(get_file_backend(str(out_dir))) is not LocalBackend:
+            continue
+        hook.backend_args = {"backend": ATOMIC_BACKEND}
+        if getattr(hook, "file_backend", None) is not None:
+            hook.file_backend = get_file_backend(str(out_dir), backend_args=hook.backend_args)
 
 
 def plain(obj: Any) -> Any:
@@ -57,6 +113,12 @@ class PlainCheckpointHook(Hook):
     mmengine's own."""
 
     priority = "LOWEST"  # after hooks that add to the checkpoint (EMA, ...)
+
+    def before_train(self, runner) -> None:  # after CheckpointHook's own before_train (higher priority)
+        problem = ignored_strategy(runner)
+        if problem:
+            raise UsageError(problem)
+        make_checkpoints_atomic(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         for key in list(checkpoint):

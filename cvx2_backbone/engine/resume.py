@@ -54,6 +54,21 @@ def candidates(work_dir: str | Path) -> list[Path]:
     return found
 
 
+def earlier_run_problem(work_dir: str | Path) -> str | None:
+    """For a run that does not resume: why training into ``work_dir`` would overwrite an earlier run's checkpoints
+    (mmengine writes ``epoch_N.pth`` / ``iter_N.pth`` and ``last_checkpoint`` over what is there); None if it holds
+    none."""
+    work_dir = Path(work_dir)
+    found = [path.name for path in candidates(work_dir) if path.parent.resolve() == work_dir.resolve()]
+    if (work_dir / LAST_CHECKPOINT).is_file():
+        found.append(LAST_CHECKPOINT)
+    if not found:
+        return None
+    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+    return (f"{work_dir} holds the checkpoints of an earlier run ({shown}) that this run would overwrite; continue "
+            "that run with --resume, or pass another --work-dir (or move those files away)")
+
+
 def _unusable(contents: Any) -> str | None:
     """Why a readable file is not a training checkpoint mmengine can resume from (None if it is one)."""
     if not isinstance(contents, dict) or "state_dict" not in contents or "meta" not in contents:

@@ -26,14 +26,16 @@ from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 from torch import nn
 
+from cvx2_backbone.utils.files import remove_stale_temporaries
 from cvx2_backbone.utils.usage import UsageError, user_errors, user_input
 from cvx2_backbone.weights import CheckpointError, check_fit
 from cvx2_backbone.engine.config import apply_test_args, apply_train_args, load_config, scope_of, set_work_dir
 from cvx2_backbone.engine.device import adapt_to_cpu
 from cvx2_backbone.engine.distributed import LAUNCHERS, init_cpu_process_group
 from cvx2_backbone.engine.hooks import with_plain_checkpoints
-from cvx2_backbone.engine.resume import newest_loadable
-from cvx2_backbone.engine.sharded_checkpoint import is_sharded_checkpoint, sharded_checkpoint_problem
+from cvx2_backbone.engine.resume import earlier_run_problem, newest_loadable
+from cvx2_backbone.engine.sharded_checkpoint import (DCP_METADATA, RUNNER_STATE, is_sharded_checkpoint,
+                                                     sharded_checkpoint_problem)
 
 
 def _load(config: str | Path, cfg_options: dict[str, Any] | None, work_dir: str | None, launcher: str) -> Config:
@@ -46,13 +48,30 @@ def _load(config: str | Path, cfg_options: dict[str, Any] | None, work_dir: str 
     return cfg
 
 
+_VISUALIZER_NAME = "_cvx2_visualizer_name"  # the config's own name, kept aside while the run builds
+
+
 def _own_visualizer(cfg: Config) -> None:
     """Let mmengine name the visualizer after the run: with a fixed name (mmdet's and mmseg's runtimes say
     'visualizer') a second run in the same process reuses the first run's instance, which writes into that run's
-    folder (gone, if the first run was refused)."""
+    folder (gone, if the first run was refused). The config written into the work dir keeps the name
+    (:func:`_write_config`): upstream tools such as browse_dataset.py need it."""
     visualizer = cfg.get("visualizer")
-    if isinstance(visualizer, dict):
-        visualizer.pop("name", None)
+    if isinstance(visualizer, dict) and "name" in visualizer:
+        cfg[_VISUALIZER_NAME] = visualizer.pop("name")
+
+
+def _write_config(runner: Runner, cfg: Config) -> None:
+    """Write the run's config into the work dir again, as mmengine's Runner did, with the visualizer's name back:
+    the written config is one every upstream tool takes as it is."""
+    name = cfg.get(_VISUALIZER_NAME)
+    written = getattr(runner, "cfg", None)
+    if name is None or written is None:
+        return
+    written.pop(_VISUALIZER_NAME, None)
+    if isinstance(written.get("visualizer"), dict):
+        written.visualizer["name"] = name
+    runner.dump_config()
 
 
 def _fit_to_machine(cfg: Config) -> None:
@@ -119,16 +138,58 @@ def _model_of(runner: Runner) -> nn.Module:
         return MODELS.build(runner.model)
 
 
+def _levels_problem(model: nn.Module) -> str | None:
+    """Whether the layer after this package's backbone (the neck, or mmseg's decode head) takes what the backbone
+    gives: mmdet's FPN and mmseg's heads fail only in the first forward pass, with a shape error."""
+    model = getattr(model, "module", model)  # DDP's wrapper
+    backbone = getattr(model, "backbone", None)
+    channels = getattr(backbone, "out_channels", None)
+    if channels is None or not type(backbone).__module__.startswith("cvx2_backbone"):
+        return None
+    channels = [int(c) for c in channels]
+    neck = getattr(model, "neck", None)
+    if isinstance(neck, nn.Sequential) and len(neck):
+        neck = neck[0]
+    takes, setting, wanted = None, "", channels
+    if neck is not None:
+        takes, setting = getattr(neck, "in_channels", None), "model.neck.in_channels"
+    else:
+        head = getattr(model, "decode_head", None)
+        takes, setting = getattr(head, "in_channels", None), "model.decode_head.in_channels"
+        index = getattr(head, "in_index", None)
+        if takes is not None and index is not None:
+            indices = [index] if isinstance(index, int) else list(index)
+            if any(not -len(channels) <= i < len(channels) for i in indices):
+                return (f"model.decode_head.in_index={index} picks outputs the backbone does not have: it gives "
+                        f"{len(channels)} ({channels} channels); set in_index within 0..{len(channels) - 1}")
+            wanted = [channels[i] for i in indices]
+    if takes is None:
+        return None
+    takes = [int(takes)] if isinstance(takes, int) else [int(c) for c in takes]
+    if takes == wanted:
+        return None
+    return (f"{setting}={takes} does not match the backbone's outputs: model.backbone gives out_channels {channels} "
+            f"({len(channels)} levels, out_indices={list(getattr(backbone, 'out_indices', [])) or '?'}); set "
+            f"{setting}={wanted}, or change model.backbone.out_indices")
+
+
 def check_weights(runner: Runner, checkpoint: str | None, *, allow_partial: bool = False, contents: Any = None,
                   what: str = "checkpoint") -> None:
     """Fail before any work if ``checkpoint`` (a local file the runner will load) does not fit the runner's model."""
     if not checkpoint:
         return
     if is_sharded_checkpoint(checkpoint):
+        folder = Path(checkpoint)
+        if not any((folder / name).exists() for name in (DCP_METADATA, RUNNER_STATE)):
+            kind = " (a Hugging Face model folder)" if (folder / "config.json").is_file() else ""
+            raise UsageError(f"{what} {checkpoint} is a folder{kind}, not a training checkpoint; pass the .pth file "
+                             "tools/train.py wrote (an FSDP2 run: its *_consolidated.pth), or put backbone weights in "
+                             f"the config: model.backbone.init_cfg=dict(type='Pretrained', checkpoint='{checkpoint}')")
         problem = sharded_checkpoint_problem(checkpoint)
         if problem:
-            raise UsageError(f"{what} {checkpoint} is {problem}; pass another one, or plain --resume to pick the "
-                             "newest complete one")
+            fix = "plain --resume to pick the newest complete one" if "resume" in what else \
+                "the *_consolidated.pth file written beside it"
+            raise UsageError(f"{what} {checkpoint} is {problem}; pass another one, or {fix}")
         return  # torch.distributed.checkpoint checks names and shapes as it loads
     if contents is None and not Path(checkpoint).is_file():
         print_log(f"{what} {checkpoint} is not a local file: mmengine fetches it, unchecked", logger="current")
@@ -156,15 +217,24 @@ def train(config: str | Path, *, work_dir: str | None = None, amp: bool = False,
     ``load_from`` initialises the model from a checkpoint without resuming its optimizer and schedule."""
     cfg = _load(config, cfg_options, work_dir, launcher)
     apply_train_args(cfg, amp=amp, resume=resume, auto_scale_lr=auto_scale_lr, load_from=load_from)
+    if not cfg.get("resume"):
+        problem = earlier_run_problem(cfg.work_dir)
+        if problem:
+            raise UsageError(problem)
+    remove_stale_temporaries(cfg.work_dir, recursive=False, suffixes=(".pth", "last_checkpoint"))
     with_plain_checkpoints(cfg)
     contents, notes = _resume_point(cfg, resume)
     _fit_to_machine(cfg)
     with refusal_cleanup(cfg):
         with config_mistakes():
             runner = build_runner(cfg)
+            _write_config(runner, cfg)
             if isinstance(runner, Runner):  # built now, as Runner.train() would, so that mistakes stop here
                 _ = runner.train_loop
                 runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+        problem = _levels_problem(_model_of(runner))
+        if problem:
+            raise UsageError(problem)
         for note in notes:
             print_log(note, logger="current", level=logging.WARNING)
         what = "--resume checkpoint" if cfg.get("resume") else "load_from checkpoint"
@@ -211,7 +281,11 @@ def test(config: str | Path, checkpoint: str, *, work_dir: str | None = None, ou
     with refusal_cleanup(cfg):
         with config_mistakes():
             runner = build_runner(cfg)
+            _write_config(runner, cfg)
             _ = runner.test_loop  # built now, as runner.test() would, so that its mistakes stop the run here
+        problem = _levels_problem(_model_of(runner))
+        if problem:
+            raise UsageError(problem)
         check_weights(runner, checkpoint, allow_partial=allow_partial)
     if out is not None and scope_of(cfg) == "mmdet":
         from mmdet.evaluation import DumpDetResults

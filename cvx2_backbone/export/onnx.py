@@ -27,7 +27,7 @@ from cvx2_backbone.models.convnext import ConvNeXt
 from cvx2_backbone.models.factory import model_name
 from cvx2_backbone.runtimes.backbones import OnnxRuntimeBackbone, OpenVinoBackbone
 from cvx2_backbone.runtimes.compare import relative_error
-from cvx2_backbone.utils.files import follow_umask, temporary_name
+from cvx2_backbone.utils.files import follow_umask, replace_together, temporary_name
 from cvx2_backbone.version import __version__
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -200,10 +200,10 @@ def export_backbone(model: nn.Module, output: str | os.PathLike, *, exporter: st
                 raise VerificationError(f"{worst.runtime} differs from PyTorch by {worst.max_error:.2e} (max relative "
                                         f"error, limit {tolerance:.0e}) on input {worst.input_shape}: {worst.errors}; "
                                         "nothing was written")
-        for kind in ("bin", "xml", "onnx"):  # the .onnx last: once it exists, the export is complete
-            if kind in staged:
-                follow_umask(staged[kind])
-                os.replace(staged[kind], targets[kind])
+        kinds = [kind for kind in ("onnx", "bin", "xml") if kind in staged]
+        for kind in kinds:
+            follow_umask(staged[kind])
+        replace_together([(staged[kind], targets[kind]) for kind in kinds])  # never a new .xml with an old .bin
     finally:
         extractor.train(was_training)
         shutil.rmtree(staging, ignore_errors=True)

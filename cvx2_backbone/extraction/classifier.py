@@ -31,6 +31,17 @@ def classifier_input(image, size: int, crop_pct: float):
     return (pixels - mean) / std
 
 
+def untrained_head_reason(state: dict) -> str | None:
+    """Why the checkpoint's head (``norm.*``, ``head.*``) is one nobody trained, read from the tensors themselves (None
+    when it looks trained): a model saved before fine-tuning (e.g. ``timm.create_model('convnextv2_atto')`` with a
+    pre-trained backbone) has the head's freshly initialised values, which no training leaves exactly."""
+    if not bool(state["head.bias"].float().abs().max() > 0):
+        return "its bias is all zeros, as a freshly initialised head's"
+    if bool((state["norm.weight"].float() == 1).all()) and not bool(state["norm.bias"].float().abs().max() > 0):
+        return "its LayerNorm still has its initial values (weight 1, bias 0)"
+    return None
+
+
 class Classifier:
     """Backbone + the checkpoint's head: LayerNorm and Linear over the globally averaged last stage."""
 
@@ -50,6 +61,7 @@ class Classifier:
         self.norm.load_state_dict({"weight": state["norm.weight"], "bias": state["norm.bias"]})
         self.head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
         self.num_classes = classes
+        self.untrained_head = untrained_head_reason(state)
         self.modules = nn.ModuleList([self.backbone, self.norm, self.head]).eval()
 
     def to(self, device) -> "Classifier":

@@ -136,13 +136,32 @@ class RuntimeEngine:
         return self.runtime.run(x, self.precision)
 
 
-def export_for_engines(extractor: nn.Module, digest: str, folder: Path | None = None) -> Path:
+def _cached_model_problem(path: Path) -> str | None:
+    """Why the cached export at ``path`` cannot be used (None if it reads as a valid ONNX model): a disk error, a
+    copy cut short or an edited file would otherwise fail every later run, in the runtime, with a traceback."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as err:  # onnx raises protobuf's DecodeError, ValidationError, OSError, ...
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'unreadable'}"
+    return None
+
+
+def export_for_engines(extractor: nn.Module, digest: str, folder: Path | None = None,
+                       log: Callable[[str], None] | None = None) -> Path:
     """The extractor's ONNX export in the cache folder, written once per model digest (atomically); only the
-    :data:`KEPT_EXPORTS` most recently used exports are kept (every checkpoint of a training run has its own)."""
+    :data:`KEPT_EXPORTS` most recently used exports are kept (every checkpoint of a training run has its own). A
+    cached export that no longer reads as an ONNX model is replaced by a fresh one, and ``log`` says so."""
     path = (folder or cache_dir()) / "models" / f"{digest[:32]}.onnx"
     if path.exists():
-        os.utime(path)  # recently used
-        return path
+        problem = _cached_model_problem(path)
+        if problem is None:
+            os.utime(path)  # recently used
+            return path
+        path.unlink(missing_ok=True)
+        (log or (lambda text: print(text, file=sys.stderr)))(
+            f"note: the cached model {path} was damaged ({problem}); exported it again")
     export_backbone(extractor, path, exporter="torchscript")
     exports = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in exports[KEPT_EXPORTS:]:
@@ -201,7 +220,7 @@ class EngineSet:
             if name == "torch":
                 self._engines[name] = TorchEngine(self.extractor, self.precision, self.threads)
             else:
-                path = export_for_engines(self.extractor, self.digest, self.cache_folder)
+                path = export_for_engines(self.extractor, self.digest, self.cache_folder, self.log)
                 self._engines[name] = RuntimeEngine(WRAPPERS[name](path, self.threads), self.precision)
         return self._engines[name]
 

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from cvx2_backbone.utils.machine import torch_threads
 from cvx2_backbone.fcmae.data import scan_images
 from cvx2_backbone.fcmae.masking import check_mask_ratio
 from cvx2_backbone.fcmae.pictures import Scores, loss_history, sample_photos, write_pictures
 from cvx2_backbone.engine import train
 from cvx2_backbone.registry import MODELS
+from cvx2_backbone.weights.reading import read_file
 from cvx2_backbone.utils.pictures import mosaic, plot_losses
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +98,7 @@ def _config(config: str | None, checkpoint: str | None):
 def _read_checkpoint(path: str) -> dict:
     if not Path(path).is_file():
         raise ShowError(f"checkpoint {path!r} does not exist; pass a .pth written by tools/train.py")
-    obj = torch.load(path, map_location="cpu", weights_only=True)  # mmengine's objects: allowed on import
+    obj = read_file(Path(path)).obj  # the safe reader: an unsafe pickle gets every command's safety refusal
     if not isinstance(obj, dict):
         raise ShowError(f"{path} holds a {type(obj).__name__}, not a checkpoint")
     state = obj.get("state_dict", obj)
@@ -135,14 +134,26 @@ def _link_images(paths: Sequence[Path], folder: Path) -> Path:
     return folder
 
 
+def _check_iters(cfg, iters: int | None) -> None:
+    if iters is None:
+        return
+    if iters < 1:
+        raise ShowError(f"--iters must be >= 1, got {iters}")
+    if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
+        raise ShowError("--iters needs an iteration-based config (train_cfg.type='IterBasedTrainLoop')")
+
+
+def _check_size(size: int, patch: int) -> None:
+    if size < patch or size % patch:
+        raise ShowError(f"--size {size}: the picture is cut into {patch}-pixel patches, so give a multiple of "
+                        f"{patch} (e.g. {max(patch, round(size / patch) * patch)}, or 224)")
+
+
 def _train(cfg, paths: Sequence[Path], output: Path, iters: int | None):
     """Pre-train on ``paths`` with ``cfg`` (shortened to ``iters`` with its warm-up and cosine scaled to fit)."""
+    _check_iters(cfg, iters)
     cfg.train_dataloader.dataset.data_root = str(_link_images(paths, output / "images"))
     if iters is not None:
-        if iters < 1:
-            raise ShowError(f"--iters must be >= 1, got {iters}")
-        if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
-            raise ShowError("--iters needs an iteration-based config (train_cfg.type='IterBasedTrainLoop')")
         warmup = max(1, iters // 10)
         cfg.train_cfg.max_iters = iters
         cfg.param_scheduler = [
@@ -172,14 +183,15 @@ def fcmae_show(images: Sequence[str | os.PathLike], output: str | os.PathLike, *
     with torch_threads(threads):
         if checkpoint is None:
             patch = MODELS.build(cfg.model).patch_size  # checks the model options before collecting images
+            _check_size(size, patch)  # every refusal before the first file is written
+            _check_iters(cfg, iters)
             paths = collect_images(images, patch)
             model, history = _train(cfg, paths, output, iters)
         else:
             model = load_fcmae(cfg, checkpoint)
+            _check_size(size, model.patch_size)
             paths = collect_images(images, model.patch_size)
             history = loss_history(Path(checkpoint).parent)
-        if size < model.patch_size or size % model.patch_size:
-            raise ShowError(f"--size must be a multiple of the {model.patch_size}-pixel patch, got {size}")
         files, scores = write_pictures(model, paths, output, size=size, seed=seed)
     from PIL import Image
     overview = output / "fcmae_show.png"

@@ -145,10 +145,22 @@ def _debug_requested(debug: bool) -> bool:
     return debug or os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+_WHAT_TO_DO = {  # errno -> the fix, for the OS errors a user meets writing outputs
+    28: "free some space on that disk, or write somewhere else (another -o / --work-dir)",
+    122: "free some of your disk quota, or write somewhere else (another -o / --work-dir)",
+    30: "that disk is mounted read-only: write to a folder on a writable disk (another -o / --work-dir)",
+    13: "check the permissions of the file and its folder, or use a path you can write to (another -o / --work-dir)",
+    1: "check the permissions of the file and its folder, or use a path you can write to (another -o / --work-dir)",
+}
+
+
 def error_message(err: BaseException) -> str:
-    """The text of a user error; an OS error as ``reason: file``."""
+    """The text of a user error; an OS error as ``reason: file`` and, for a full or read-only disk or a permission
+    problem, what to do."""
     if isinstance(err, OSError) and err.strerror and err.filename is not None:
-        return f"{err.strerror.lower()}: {err.filename}"
+        fix = _WHAT_TO_DO.get(err.errno or 0)
+        reason = err.strerror[0].lower() + err.strerror[1:]
+        return f"{reason}: {err.filename}" + (f"; {fix}" if fix else "")
     return str(err) or type(err).__name__
 
 

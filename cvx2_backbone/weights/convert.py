@@ -14,7 +14,7 @@ from cvx2_backbone.weights.containers import find_state_dict
 from cvx2_backbone.weights.errors import CheckpointError
 from cvx2_backbone.weights.loader import Checkpoint, checkpoint_from
 from cvx2_backbone.weights.reading import read_files
-from cvx2_backbone.weights.saving import save_checkpoint
+from cvx2_backbone.weights.saving import destination_problem, save_checkpoint
 from cvx2_backbone.weights.sources import resolve_source
 from cvx2_backbone.weights.upernet import (check_hf_backbone, hf_upernet_to_mmseg, holds_segmentor, is_hf_upernet,
                                            mmseg_upernet_to_hf)
@@ -37,6 +37,9 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: str =
     """Convert ``src`` to ``dst`` in the layout ``to`` (cvx2, hf, timm, official); see the module docstring."""
     writer(to)  # an unknown format fails before any reading
     dst = Path(dst)
+    problem = destination_problem(dst, to)
+    if problem:
+        raise ValueError(problem)
     resolved = resolve_source(src)
     _check_not_source(dst, resolved.weight_files)
     config = resolved.read_config()

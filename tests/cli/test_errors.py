@@ -54,6 +54,8 @@ def files(tmp_path_factory):
     Image.new("RGB", (64, 64), (120, 30, 200)).save(root / "image.png")
     (root / "afile.txt").write_text("not a folder")
     (root / "existing.onnx").write_bytes(b"an earlier export")
+    (root / "hf_model").mkdir()
+    (root / "hf_model" / "config.json").write_text('{"model_type": "convnextv2"}')
     return root
 
 
@@ -143,6 +145,15 @@ CASES = [
      r"--crop-pct 1.5 is not a fraction in \(0, 1\]"),
     ("cvx2", ["info", "convnextv2_atto", "--num-classes", "-1"], r"--num-classes -1: give 0 \(no head\) or more"),
     ("cvx2", ["demo", "--iters", "0"], r"--iters 0: give 1 or more"),
+    # 6. issue 28 item 8: tracebacks ("internal error") for user mistakes
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.neck.in_channels=[40,80,160]"],
+     r"model.neck.in_channels=\[40, 80, 160\] does not match the backbone's outputs: model.backbone gives "
+     r"out_channels \[40, 80, 160, 320\] \(4 levels, out_indices=\[0, 1, 2, 3\]\); set "
+     r"model.neck.in_channels=\[40, 80, 160, 320\], or change model.backbone.out_indices"),
+    ("tools/train.py", ["{root}/config.py", "--cfg-options", "model.backbone.out_indices=[1,2,3]"],
+     r"model.neck.in_channels=\[40, 80, 160, 320\] does not match .* gives out_channels \[80, 160, 320\]"),
+    ("cvx2", ["fcmae-show", "{root}/image.png", "--checkpoint", "{root}/os_system.pth", "-o", "{root}/show"],
+     r"safety refusal, not a corrupt file.*os.system"),
 ]
 
 
@@ -168,6 +179,21 @@ def test_user_mistakes_exit_2_with_one_message_and_no_traceback(files, capsys, m
     assert not (files / "pwned").exists()  # the refused pickle never ran
     assert not work_dir.exists(), sorted(work_dir.rglob("*"))  # no <work_dir>/<timestamp>/ of the refused run
     assert not list(files.glob(".*.tmp*")) and not list(files.glob("*/.*.tmp*"))  # no staging files
+
+
+@pytest.mark.parametrize("entry,argv", [("tools/train.py", ["{root}/config.py", "--cfg-options", "foo"]),
+                                        ("cvx2", [LR, str(DET_CONFIG), "--cfg-options", "foo"]),
+                                        ("tools/test.py", ["{root}/config.py", "x.pth", "--cfg-options", "=1"])])
+def test_a_cfg_option_without_a_value_is_a_usage_error(files, capsys, entry, argv):
+    """Issue 28 item 8: mmengine's DictAction ended in `ValueError: not enough values to unpack` with a traceback."""
+    argv = [a.format(root=files) for a in argv]
+    with pytest.raises(SystemExit) as stopped:
+        ENTRIES[entry](argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(rf"^{re.escape(entry)}( lr-groups)?: error: --cfg-options '(foo|=1)': each override is KEY=VALUE, "
+                     r"e.g. train_dataloader.batch_size=2", err, re.MULTILINE), err
 
 
 def test_debug_shows_the_traceback_and_internal_errors_keep_it(capsys, monkeypatch):
@@ -368,3 +394,82 @@ def test_classify_says_when_the_head_looks_untrained_and_extract_when_an_image_i
     captured = capsys.readouterr()
     assert "dot.png is 1x1, smaller than the stride 32: its maps mostly describe the padding" in captured.out + \
         captured.err
+
+
+def test_classify_says_when_the_head_was_never_trained(tmp_path, files, capsys):
+    """Issue 28 item 7: a model saved before fine-tuning (timm's convnextv2_atto: backbone weights with the head's
+    initial values) printed ImageNet labels with confident-looking percentages and no note."""
+    import timm
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("convnextv2_atto").state_dict(), tmp_path / "timm_atto.pth")
+    assert cvx2_main(["classify", str(files / "image.png"), "--weights", str(tmp_path / "timm_atto.pth"),
+                      "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: the classification head in {tmp_path / 'timm_atto.pth'} is untrained (its bias is all zeros, as " \
+           "a freshly initialised head's): the classes below are not predictions" in out
+    assert out.index("is untrained") < out.index("  1. ")  # said before the classes
+
+
+REFUSED_UP_FRONT = [  # issue 28 item 9: misleading messages, or refusals that came after minutes of work
+    ("tools/test.py", ["{root}/config.py", "{root}/hf_model", "--work-dir", "{out}"],
+     r"checkpoint .*hf_model is a folder \(a Hugging Face model folder\), not a training checkpoint; pass the .pth "
+     r"file tools/train.py wrote, .* model.backbone.init_cfg=dict\(type='Pretrained', checkpoint='.*hf_model'\)"),
+    ("cvx2", ["demo", "--min-ap", "1.5", "-o", "{out}"],
+     r"--min-ap 1.5: COCO AP is a fraction in \[0, 1\], so the run could never pass; give a value below 1"),
+    ("cvx2", ["fcmae-show", "{root}/image.png", "--size", "7", "-o", "{out}"],
+     r"--size 7: the picture is cut into 32-pixel patches, so give a multiple of 32 \(e.g. 32, or 224\)"),
+    ("cvx2", ["fcmae-show", "{root}/image.png", "--iters", "0", "-o", "{out}"], r"--iters must be >= 1, got 0"),
+    ("cvx2", ["bench", "--json", "/proc/cvx2-test/b.json"],
+     r"--json /proc/cvx2-test/b.json: cannot write there \(/proc does not accept new files"),
+]
+
+
+@pytest.mark.parametrize("entry,argv,message", REFUSED_UP_FRONT,
+                         ids=[" ".join([entry, *argv[:2]]) for entry, argv, _ in REFUSED_UP_FRONT])
+def test_refusals_come_first_and_leave_no_output(files, tmp_path, capsys, entry, argv, message):
+    out = tmp_path / "out"
+    code, output = run_entry(entry, [a.format(root=files, out=out) for a in argv], capsys)
+    assert code == 2, output[-3000:]
+    assert re.search(message, output), output[-3000:]
+    assert "Traceback" not in output and not out.exists()
+
+
+def test_classify_takes_a_folder_of_images(files, tmp_path, capsys):
+    """Issue 28 item 9: `cvx2 classify FOLDER` said "image file not found"."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    state = _state_with_head()
+    torch.save(state, tmp_path / "classifier.pth")
+    (tmp_path / "photos" / "more").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "photos" / "red.png")
+    Image.new("RGB", (64, 64), (10, 10, 200)).save(tmp_path / "photos" / "more" / "blue.jpg")
+    assert cvx2_main(["classify", str(tmp_path / "photos"), "--weights", str(tmp_path / "classifier.pth"),
+                      "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"\n{tmp_path / 'photos' / 'more' / 'blue.jpg'}\n  1. " in out
+    assert f"\n{tmp_path / 'photos' / 'red.png'}\n  1. " in out
+    (tmp_path / "empty").mkdir()
+    assert cvx2_main(["classify", str(tmp_path / "empty"), "--weights", str(tmp_path / "classifier.pth")]) == 2
+    assert "no images in" in capsys.readouterr().err
+
+
+def _state_with_head() -> dict:
+    from cvx2_backbone import ConvNeXtV2
+
+    state = ConvNeXtV2(arch="atto").state_dict()
+    state.update({"norm.weight": torch.rand(320) + 0.5, "norm.bias": torch.randn(320),
+                  "head.weight": torch.randn(1000, 320), "head.bias": torch.randn(1000)})
+    return state
+
+
+def test_cvx2_without_a_command_lists_the_commands(capsys):
+    """Issue 28 item 10: argparse's one line ("the following arguments are required: COMMAND") before."""
+    from cvx2_backbone.cli.main import COMMANDS
+
+    assert cvx2_main([]) == 2
+    err = capsys.readouterr().err
+    assert "cvx2: error: give a command:" in err and "see `cvx2 COMMAND --help` for its options" in err
+    for name in COMMANDS:
+        assert re.search(rf"^  {re.escape(name)} +\S", err, re.MULTILINE), name

@@ -137,9 +137,11 @@ def test_cli_convert_to_each_layout_and_back(tmp_path, capsys):
             reference = ConvNeXtV2(arch="atto", out_norm=False)
             reference.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("norm")})
         assert_same_outputs(reference, fresh, x)
-    (tmp_path / "hf" / "stale.txt").write_text("from the previous export")
+    (tmp_path / "hf" / "notes.txt").write_text("the user's own file")  # --force replaces only what convert writes
     assert main(["convert", str(source), str(tmp_path / "hf"), "--to", "hf", "--force"]) == 0
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                                  "notes.txt"]
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "the user's own file"
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
@@ -175,3 +177,13 @@ def test_the_command_offers_every_writer():
     from cvx2_backbone.weights import FORMATS
 
     assert COMMAND_FORMATS == FORMATS == ("cvx2", "hf", "timm", "official")
+
+
+@pytest.mark.parametrize("name,format", [("x.onnx", "cvx2"), ("x.onnx", "timm"), ("x", "official")])
+def test_save_checkpoint_refuses_a_suffix_that_promises_another_format(tmp_path, name, format):
+    """Issue 28 item 7: the API wrote a torch pickle named x.onnx; now it refuses as the CLI does."""
+    checkpoint = read_checkpoint(ConvNeXtV2(arch="atto").state_dict())
+    with pytest.raises(ValueError, match=r"a checkpoint is written as .safetensors or a torch file \(.pth, .pt, "
+                                         r".bin, .ckpt\), not (.onnx|a name without suffix)"):
+        save_checkpoint(checkpoint, tmp_path / name, format=format)
+    assert not list(tmp_path.iterdir())  # nothing written, no staging file

@@ -10,7 +10,8 @@ HELP = "top-5 ImageNet classes of images with a classification checkpoint (check
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, or folders (their images, searched recursively)")
     parser.add_argument("--weights", required=True,
                         help="classification checkpoint: file, folder, http(s) URL, hf://repo or timm/model.tag")
     parser.add_argument("--image-size", type=int, default=224, help="network input size (use 384 for *_384 models)")
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cvx2_backbone.extraction.classifier import Classifier, class_names, classifier_input
     from cvx2_backbone.extraction.images import ImageReadError
-    from cvx2_backbone.utils.usage import UsageError, require_device
+    from cvx2_backbone.utils.usage import UsageError, require_device, user_input
 
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: give at least 1 (the number of classes shown per image)")
@@ -38,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.crop_pct <= 1:
         raise UsageError(f"--crop-pct {args.crop_pct} is not a fraction in (0, 1]; e.g. 0.875 (Hugging Face's "
                          "default) or 1 for no crop")
+    from cvx2_backbone.extraction.feature_files import find_images
+
+    with user_input():
+        images = [path for path, _ in find_images(args.images)]  # a folder: its images, searched recursively
+    if not images:
+        raise UsageError(f"no images in {' '.join(args.images)} (looked for {', '.join(_suffixes())}); pass image "
+                         "files or folders that hold them")
     device = require_device(args.device)
     classifier = Classifier(args.weights, allow_partial=args.allow_partial).to(device)
     names = class_names(classifier.num_classes)
@@ -45,8 +53,12 @@ def run(args: argparse.Namespace) -> int:
           + ("" if names else " (class names unknown for this head size: printing indices)"))
     if not classifier.report.complete:
         print(f"partial load (--allow-partial): {classifier.report.summary()}")
+    if classifier.untrained_head:
+        print(f"note: the classification head in {args.weights} is untrained ({classifier.untrained_head}): the "
+              "classes below are not predictions; use an ImageNet fine-tuned checkpoint, e.g. "
+              "timm/convnextv2_atto.fcmae_ft_in1k")
     failed = 0
-    for path in args.images:
+    for path in images:
         try:
             pixels = classifier_input(path, args.image_size, args.crop_pct)[None].to(device)
         except ImageReadError as err:
@@ -64,3 +76,9 @@ def run(args: argparse.Namespace) -> int:
                   "the head looks untrained (random or pre-training-only weights); use an ImageNet fine-tuned "
                   "checkpoint, e.g. timm/convnextv2_atto.fcmae_ft_in1k")
     return 1 if failed else 0
+
+
+def _suffixes() -> list[str]:
+    from cvx2_backbone.extraction.feature_files import IMAGE_SUFFIXES
+
+    return sorted(IMAGE_SUFFIXES)

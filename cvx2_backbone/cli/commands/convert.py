@@ -38,9 +38,12 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 def _check_destination(dst: Path, to: str) -> None:
     """Refuse a file name whose suffix promises another format than the one written; clear stale staging files
     (``--to hf`` writes a folder: only that folder's own staging is cleared)."""
-    from cvx2_backbone.utils.files import remove_stale_temporaries
+    from cvx2_backbone.utils.files import remove_stale_temporaries, unwritable_reason
     from cvx2_backbone.utils.usage import UsageError
 
+    reason = unwritable_reason(dst.parent)
+    if reason:
+        raise UsageError(f"cannot write {dst}: {reason}; write to a folder you can write to, on a writable disk")
     if to == "hf":
         remove_stale_temporaries(dst.parent, recursive=False, suffixes=(dst.name,))
         return

@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
                         ("--threads", settings.threads)):
         if value < 1:
             raise UsageError(f"{flag} {value}: give 1 or more")
+    if not 0 <= args.min_ap < 1:
+        raise UsageError(f"--min-ap {args.min_ap}: COCO AP is a fraction in [0, 1], so the run could never pass; "
+                         "give a value below 1, e.g. 0.05 (the default)")
     if settings.image_size < 64:
         raise UsageError(f"--image-size {settings.image_size} is too small for the demo's shapes; use 64 or more")
     output = args.output or (QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)

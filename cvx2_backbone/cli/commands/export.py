@@ -67,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
         _check_output(output, args.force, args.openvino)
         extractor = build_extractor(args)
     stale = remove_stale_temporaries(output.parent, recursive=False, suffixes=(".onnx",))
-    if stale:
-        print(f"removed {len(stale)} staging folder(s) that a killed export left in {output.parent}")
+    undone = [path for path in stale if ".backup" in path.name]
+    if undone:
+        print(f"put back the earlier files of an export that was killed while it put its files in place in "
+              f"{output.parent}")
+    if len(stale) > len(undone):
+        print(f"removed {len(stale) - len(undone)} staging folder(s) that a killed export left in {output.parent}")
     start = time.perf_counter()
     try:
         result = export_backbone(extractor, output, exporter=args.exporter, fp16_safe=args.fp16_safe,

@@ -10,14 +10,14 @@ import argparse
 import copy
 import logging
 
-from mmengine.config import DictAction
+from cvx2_backbone.cli.cfg_options import CfgOptionsAction
 
 HELP = "print the layer-wise lr decay groups of an mmdet/mmseg config without training"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="mmdet or mmseg config file (python, json or yaml)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None, metavar="KEY=VALUE",
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default=None, metavar="KEY=VALUE",
                         help="override config entries, e.g. optim_wrapper.paramwise_cfg.decay_type=stage_wise")
 
 

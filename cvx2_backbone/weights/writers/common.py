@@ -73,11 +73,16 @@ def fill_from(model: nn.Module, tensors: dict[str, Tensor]) -> list[str]:
     return missing
 
 
+def tensor_bytes(tensors: Mapping[str, Tensor]) -> int:
+    """What the tensors take on disk (the file adds a little)."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 def save_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str] | None = None,
                  container: str | None = None) -> None:
     """``.safetensors`` as such, any other suffix as ``torch.save`` (``{container: tensors, 'meta': metadata}`` if a
     container is given; a flat state dict has no place for metadata)."""
-    with atomic_path(path) as tmp:  # an interrupt never leaves half a file at ``path``
+    with atomic_path(path, needed=tensor_bytes(tensors)) as tmp:  # an interrupt never leaves half a file
         if path.suffix == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_file
             save_file(dict(tensors), str(tmp), metadata=dict(metadata or {}))
@@ -105,13 +110,15 @@ def model_card(weights_license: WeightsLicense, source: str, usage: str) -> str:
 
 def save_pretrained(model: nn.Module, path: Path, card: str | None = None) -> None:
     """transformers' ``save_pretrained`` (and the model ``card`` as README.md) into a folder that appears whole at
-    ``path``, without progress bars."""
+    ``path``, without progress bars. Into an existing folder (``cvx2 convert --force``), only the files written here
+    are replaced: the folder's other files stay, and the old folder stays whole until the new one is
+    (:func:`atomic_folder`)."""
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        with atomic_folder(path) as tmp:
+        with atomic_folder(path, keep_others=True, needed=tensor_bytes(model.state_dict())) as tmp:
             model.save_pretrained(tmp)
             if card is not None:
                 (tmp / "README.md").write_text(card, encoding="utf-8")

@@ -9,7 +9,8 @@ import torch
 
 from cvx2_backbone.utils.files import atomic_path
 from cvx2_backbone.version import __version__
-from cvx2_backbone.weights.writers.common import SAFETENSORS_SUFFIX, Written, license_metadata, save_tensors
+from cvx2_backbone.weights.writers.common import (SAFETENSORS_SUFFIX, Written, license_metadata, save_tensors,
+                                                  tensor_bytes)
 
 if TYPE_CHECKING:
     from cvx2_backbone.weights.loader import Checkpoint
@@ -41,7 +42,7 @@ def write(checkpoint: Checkpoint, path: Path, backbone_only: bool) -> Written:
     if path.suffix == SAFETENSORS_SUFFIX:
         save_tensors(tensors, path, meta)
     else:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, needed=tensor_bytes(tensors)) as tmp:
             torch.save({"state_dict": tensors, "meta": meta}, tmp)
     return Written(path, NAME, len(tensors),
                    usage=f"init_cfg=dict(type='Pretrained', checkpoint='{path}') in a "
