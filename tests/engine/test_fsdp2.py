@@ -26,6 +26,10 @@ from tests.helpers.training import (DET_CONFIG, ROOT, SEG_CONFIG, as_cli, det_op
 
 FSDP2 = {"strategy.type": "cvx2_backbone.FSDP2Strategy"}
 RTOL = 1e-5
+# decode.acc_seg is the percentage of a batch's labelled pixels (at least one 64x64 crop's) classified right: another
+# summation order can break one logit tie the other way (measured on an AVX2-only EPYC: 63.6000 vs 63.5875, one pixel
+# of 8000), so accuracies may differ by one pixel; the losses beside them must agree to RTOL.
+ONE_PIXEL = 100 / (64 * 64)
 # Parameters: Adam divides each gradient by its running magnitude, so for near-zero gradients (output-norm biases)
 # the summation-order noise of fp32 shows up in the step; 1e-5 is 1% of one step at lr 1e-3.
 PARAM_ATOL = 1e-5
@@ -84,7 +88,8 @@ def _assert_same_losses(expected: dict, actual: dict, what: str) -> None:
     for step in expected:
         assert expected[step].keys() == actual[step].keys(), f"{what}, iteration {step}"
         for name, value in expected[step].items():
-            assert math.isclose(actual[step][name], value, rel_tol=RTOL, abs_tol=1e-7), \
+            tolerance = dict(abs_tol=ONE_PIXEL) if name.endswith("acc_seg") else dict(rel_tol=RTOL, abs_tol=1e-7)
+            assert math.isclose(actual[step][name], value, **tolerance), \
                 f"{what}, iteration {step}, {name}: {actual[step][name]} vs {value}"
 
 
