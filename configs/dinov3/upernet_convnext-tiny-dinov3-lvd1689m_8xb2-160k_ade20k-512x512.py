@@ -9,15 +9,13 @@
 # project's: the load report states it. If the hub asks, accept the license there and log in (`hf auth login`).
 _base_ = '../_base_/upernet_convnext_160k_ade20k-512x512.py'
 model = dict(
-    # DINOv3's input normalisation for its LVD-1689M weights: ImageNet mean/std on RGB (dinov3 README,
-    # make_transform),
+    # DINOv3's input normalisation for its LVD-1689M weights: ImageNet mean/std on RGB (dinov3 README, make_transform),
     # the values mmseg's base model uses too; written out so that they cannot drift.
     data_preprocessor=dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
     backbone=dict(
         arch='tiny',
         drop_path_rate=0.4,  # the V1-tiny recipe's
-        # the V1 recipe's LayerNorm on every output; norm3 starts as DINOv3's final norm (its norms[3], which
-        # its dense
+        # the V1 recipe's LayerNorm on every output; norm3 starts as DINOv3's final norm (its norms[3], which its dense
         # features apply to stage 4), norm0..2 as fresh LayerNorms (DINOv3 applies none to stages 1-3)
         out_norm=True,
         init_cfg=dict(type='Pretrained', checkpoint='timm/convnext_tiny.dinov3_lvd1689m')),
