@@ -1,4 +1,4 @@
-"""The maintained fork's checkpoint loader, closed by importing cvx2_backbone.
+"""The maintained fork's checkpoint loader, closed by importing cvx2_backbone; its resume, made to replay.
 
 onedl-mmengine's ``mmengine.runner.checkpoint._safe_torch_load`` loads under ``torch.serialization.safe_globals``
 with its own allow-list and, when torch refuses the pickle, loads it again with ``weights_only=False``. Upstream
@@ -136,3 +136,42 @@ def test_importing_the_package_closes_the_installed_mmengine_if_it_is_the_fork()
         assert (stack, closed) == ("fork", "True")
     except PackageNotFoundError:
         assert (stack, closed) == ("upstream", "False")
+
+
+class _SamplerSkippingIterator:
+    """Like onedl-mmengine's ``_InfiniteDataloaderIterator``: ``skip_iter`` moves the sampler on without running
+    the data pipeline; each fetched batch runs a random transform (one draw from numpy's global state)."""
+
+    def __init__(self):
+        self.position, self.draws = 0, []
+
+    def __next__(self):
+        self.position += 1
+        self.draws.append(np.random.rand())
+        return self.position
+
+    def skip_iter(self, num_iters):
+        self.position += num_iters
+
+
+def _runner_with(iterator):
+    return types.SimpleNamespace(train_loop=types.SimpleNamespace(dataloader_iterator=iterator))
+
+
+def test_resume_replays_the_skipped_batches_like_upstream():
+    from cvx2_backbone.engine.hooks import PlainCheckpointHook
+
+    np.random.seed(0)
+    uninterrupted = [np.random.rand() for _ in range(3)]  # the transforms of batches 1-3
+
+    for replay, expected_third in ((False, uninterrupted[0]), (True, uninterrupted[2])):
+        np.random.seed(0)  # what the resumed run's randomness setting does
+        iterator = _SamplerSkippingIterator()
+        PlainCheckpointHook(replay_on_resume=replay).before_train(_runner_with(iterator))
+        iterator.skip_iter(2)  # the loop resuming at iteration 2
+        assert next(iterator) == 3  # the same batch either way ...
+        assert iterator.draws[-1] == expected_third  # ... but only the replay gives it the uninterrupted transform
+
+    upstream_like = types.SimpleNamespace(__next__=lambda: 1)  # no skip_iter: the loop replays by itself
+    PlainCheckpointHook().before_train(_runner_with(upstream_like))
+    assert not hasattr(upstream_like, "skip_iter")
