@@ -175,3 +175,19 @@ def test_resume_replays_the_skipped_batches_like_upstream():
     upstream_like = types.SimpleNamespace(__next__=lambda: 1)  # no skip_iter: the loop replays by itself
     PlainCheckpointHook().before_train(_runner_with(upstream_like))
     assert not hasattr(upstream_like, "skip_iter")
+
+
+def test_the_installed_mmengine_loader_refuses_commands_and_keeps_the_allow_list(files):
+    """Through the installed mmengine's own loader (what init_detector, init_model and the Runner call), on either
+    stack: a command-running pickle is refused without running, mmengine's format loads, and the process-wide
+    allow-list is intact afterwards."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    good, evil, marker = files
+    allowed = set(map(repr, torch.serialization.get_safe_globals()))
+    assert _load_checkpoint(str(good), map_location="cpu")["hub"].mean() == 0.5
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        _load_checkpoint(str(evil), map_location="cpu")
+    assert not marker.exists()
+    assert set(map(repr, torch.serialization.get_safe_globals())) == allowed
+    assert torch.load(good, weights_only=True)["hub"].mean() == 0.5
