@@ -113,7 +113,8 @@ else
   # `.[test]` would put upstream's over the forks' modules. So the package goes in without dependencies and then
   # everything setup.py requires except those four, with the forks in their place. onedl-mmdetection declares imaug
   # (it provides `imgaug`), whose opencv-python<4.13 pin would replace the opencv everything else uses: imaug and the
-  # two forks go in with --no-deps, followed by what they really import.
+  # two forks go in with --no-deps, followed by what they really import (opencv-python too: onedl-mmengine imports cv2
+  # without declaring it).
   pip_install -q --no-deps -e .
   mapfile -t needs < <("$PY" - <<'PYEOF'
 import re, runpy, setuptools
@@ -129,7 +130,7 @@ PYEOF
   pip_install -q -c "$CONSTRAINTS" "${needs[@]}"
   pip_install -q --no-deps -c "$CONSTRAINTS" onedl-mmdetection onedl-mmsegmentation imaug
   pip_install -q -c "$CONSTRAINTS" six scipy shapely scikit-image imageio pycocotools terminaltables tqdm ftfy \
-    prettytable regex addict
+    prettytable regex addict opencv-python
 fi
 # Three packages go in without their declared dependencies, because they declare pins this stack cannot meet
 # although their code runs on it:
