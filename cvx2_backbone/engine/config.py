@@ -5,10 +5,13 @@ here the way mmdet's and mmseg's own tools apply it, so their users find the sam
 """
 from __future__ import annotations
 
+import importlib.util
 import os.path as osp
 import warnings
+from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from mmengine.config import Config
 from mmengine.logging import print_log
@@ -24,6 +27,44 @@ class ConfigError(UsageError, ValueError):
     """A config file that cannot be read, or one the tools cannot run, or command-line flags it lacks support for."""
 
 
+@contextmanager
+def host_packages_by_import_name() -> Iterator[dict[str, str]]:
+    """Within the block, ``mmdet::``/``mmseg::`` (any ``package::``) base configs resolve whatever distribution
+    provides the package: yields what was changed, ``{import name: distribution name}``.
+
+    mmengine (upstream 0.10.7 and onedl-mmengine alike) turns the scope of ``mmseg::x.py`` into a *distribution* name
+    through ``mmengine.config.utils.MODULE2PACKAGE`` (``'mmseg': 'mmsegmentation'``), asks
+    ``mmengine.utils.is_installed`` / ``get_installed_path`` about that distribution, and falls back to
+    ``find_spec`` of the same name, which is no module. With the maintained fork the distribution is
+    ``onedl-mmsegmentation``, so neither finds it: ``ModuleNotFoundError: mmsegmentation is not installed``.
+    (``mmdet`` maps to itself, so its fallback finds the module.) For every name in that table whose mapped
+    distribution is missing, mmengine's fallback finds nothing and the module is importable, the table names the
+    distribution that really provides the module (``importlib.metadata.packages_distributions``) until the block
+    ends; on upstream's own distributions nothing changes.
+    """
+    from mmengine.config import utils as config_utils
+
+    table: dict[str, str] = config_utils.MODULE2PACKAGE
+    changed: dict[str, str] = {}
+    for module, distribution in table.items():
+        try:
+            metadata.distribution(distribution)
+            continue
+        except metadata.PackageNotFoundError:
+            pass
+        if importlib.util.find_spec(distribution) is not None or importlib.util.find_spec(module) is None:
+            continue  # mmengine's fallback finds it (``mmdet``), or the package is not here at all
+        providers = metadata.packages_distributions().get(module, [])
+        if providers:
+            changed[module] = providers[0]
+    original = {module: table[module] for module in changed}
+    table.update(changed)
+    try:
+        yield changed
+    finally:
+        table.update(original)
+
+
 def read_config(path: str | Path) -> Config:
     """``Config.fromfile`` of a path or a name under the package's configs/, with one clear error for a missing
     file or one that is no mmengine config."""
@@ -33,7 +74,8 @@ def read_config(path: str | Path) -> Config:
             # mmengine resolves `mmdet::`/`mmseg::` base configs through setuptools' pkg_resources, reloading it
             # for every one, and each reload warns that the module is deprecated: nothing the user can act on.
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-            return Config.fromfile(str(path))
+            with host_packages_by_import_name():
+                return Config.fromfile(str(path))
     except Exception as err:  # mmengine raises assorted errors (some without text) for files it cannot run
         detail = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
         raise ConfigError(f"cannot read {path} as an mmengine config ({type(err).__name__}: {detail}); pass a "

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Import hook that runs ``action`` right after the top-level module ``name`` has been executed, then leaves."""
+    """Import hook that runs ``action`` right after the module ``name`` has been executed, then leaves."""
 
     def __init__(self, name: str, action: Callable[[], None]) -> None:
         self.name, self.action, self._searching = name, action, False
@@ -40,7 +40,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 
 def after_import(name: str, action: Callable[[], None]) -> None:
-    """Run ``action`` now if the top-level module ``name`` is imported, else right after it is (once)."""
+    """Run ``action`` now if the module ``name`` (a submodule too) is imported, else right after it is (once)."""
     if sys.modules.get(name) is not None:  # None: blocked, as ``import`` treats it
         action()
     elif not any(isinstance(f, _AfterImport) and f.name == name and f.action is action for f in sys.meta_path):

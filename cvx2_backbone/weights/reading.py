@@ -10,7 +10,6 @@ environment variable ``CVX2_ALLOW_UNSAFE_PICKLE=1``.
 from __future__ import annotations
 
 import _compat_pickle
-import os
 import pickle
 import re
 import zipfile
@@ -20,9 +19,8 @@ from typing import Any, Sequence
 
 import torch
 
+from cvx2_backbone.utils.unsafe_pickle import UNSAFE_PICKLE_ENV, unsafe_pickle_opted_in
 from cvx2_backbone.weights.errors import CheckpointError, UnsafeCheckpointError
-
-UNSAFE_PICKLE_ENV = "CVX2_ALLOW_UNSAFE_PICKLE"
 
 # Objects training code pickles next to the weights; none of them is needed to read the weights.
 _BOOKKEEPING_PREFIXES = ("numpy.", "mmengine.", "pathlib.")
@@ -80,7 +78,7 @@ def pickle_trusted(trust_pickle: bool | None) -> bool:
     """The explicit opt-in to full unpickling: the argument if given, else ``CVX2_ALLOW_UNSAFE_PICKLE``."""
     if trust_pickle is not None:
         return bool(trust_pickle)
-    return os.environ.get(UNSAFE_PICKLE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return unsafe_pickle_opted_in()
 
 
 def sniff(path: Path) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, DefaultScope
@@ -16,6 +15,7 @@ from torch import nn
 
 import cvx2_backbone
 from cvx2_backbone.cli.commands import lr_groups
+from cvx2_backbone.engine.config import read_config
 from cvx2_backbone.engine.optimizers import ConvNeXtLayerDecayOptimizerConstructor
 
 LR, WD, RATE = 1e-4, 0.05, 0.9
@@ -50,7 +50,7 @@ model = dict(
 
 def _build(config_text: str, path: Path) -> nn.Module:
     path.write_text(config_text)
-    cfg = Config.fromfile(str(path))
+    cfg = read_config(path)  # mmseg:: bases resolve on the forks too
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         return MODELS.build(cfg.model)
 

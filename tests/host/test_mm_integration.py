@@ -8,13 +8,15 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from cvx2_backbone.engine.config import read_config
+
 ATTO_CHANNELS = [40, 80, 160, 320]
 
 
 def _config(tmp_path, text: str) -> Config:
     path = tmp_path / "cfg.py"
     path.write_text(textwrap.dedent(text))
-    return Config.fromfile(str(path))
+    return read_config(path)  # mmseg:: bases resolve on the forks too
 
 
 def test_import_does_not_load_mmdet_or_mmseg():
@@ -226,3 +228,28 @@ def test_pretrained_argument_follows_mmdet_rules():
     with pytest.raises(TypeError, match="pretrained must be"):
         ConvNeXt(arch="atto", pretrained=3)
     assert ConvNeXt(arch="atto", pretrained=None).init_cfg is None
+
+
+def test_package_bases_resolve_whatever_distribution_provides_the_package(tmp_path, monkeypatch):
+    """The forks' situation on any stack: mmengine's table names a distribution that is not installed
+    (onedl-mmsegmentation is installed, the table says mmsegmentation). mmengine alone then fails; our config
+    loading resolves the base through the distribution that provides the module, and leaves the table as it was."""
+    import mmengine.config.utils as config_utils
+    from mmengine.config import Config
+
+    from cvx2_backbone.engine.config import ConfigError, host_packages_by_import_name
+
+    monkeypatch.setitem(config_utils.MODULE2PACKAGE, "mmseg", "renamed-mmsegmentation")
+    path = tmp_path / "seg.py"
+    path.write_text("_base_ = 'mmseg::_base_/models/upernet_r50.py'\n")
+    with pytest.raises(ModuleNotFoundError, match="renamed-mmsegmentation is not installed"):
+        Config.fromfile(str(path))
+    assert read_config(path).model.type == "EncoderDecoder"
+    assert config_utils.MODULE2PACKAGE["mmseg"] == "renamed-mmsegmentation"
+    with host_packages_by_import_name() as changed:
+        assert changed["mmseg"] in {"mmsegmentation", "onedl-mmsegmentation"}
+        assert "mmdet" not in changed  # its distribution is found as named
+
+    path.write_text("_base_ = 'mmseg::_base_/models/no_such_model.py'\n")
+    with pytest.raises(ConfigError, match="no_such_model"):
+        read_config(path)

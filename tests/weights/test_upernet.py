@@ -45,13 +45,13 @@ def small_upernet(case=V2_ATTO, seed: int = 0) -> UperNetForSemanticSegmentation
 
 def build_mmseg(config: str, heads: dict):
     """A shipped UperNet config, heads resized as `cvx2 convert` says, BatchNorm instead of SyncBN (CPU)."""
-    from mmengine.config import Config
+    from cvx2_backbone.engine.config import read_config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
     import cvx2_backbone  # noqa: F401  (registers the backbone)
 
-    cfg = Config.fromfile(str(ROOT / config))
+    cfg = read_config(ROOT / config)  # mmseg:: bases resolve on the forks too
     cfg.merge_from_dict(heads)
     cfg.model.backbone.init_cfg = None
     norm = dict(type="BN", requires_grad=True)
