@@ -48,7 +48,7 @@ def hf_folder(weights, tmp_path) -> Path:
     pytest.importorskip("transformers")
     folder = tmp_path / "hf"
     assert cvx2_main(["convert", str(weights[0]), str(folder), "--to", "hf"]) == 0
-    (folder / "README.md").write_text("my notes")
+    (folder / "notes.md").write_text("my notes")  # README.md is the model card convert writes (the license)
     (folder / "eval").mkdir()
     (folder / "eval" / "scores.json").write_text('{"top1": 0.5}')
     return folder
@@ -58,7 +58,7 @@ def test_convert_force_into_a_folder_replaces_its_own_files_and_keeps_the_users(
     before = _snapshot(hf_folder)
     assert cvx2_main(["convert", str(weights[1]), str(hf_folder), "--to", "hf", "--force"]) == 0
     after = _snapshot(hf_folder)
-    assert after["README.md"] == b"my notes" and after["eval/scores.json"] == b'{"top1": 0.5}'  # before: deleted
+    assert after["notes.md"] == b"my notes" and after["eval/scores.json"] == b'{"top1": 0.5}'  # before: deleted
     assert after["model.safetensors"] != before["model.safetensors"]  # the new weights
     assert json.loads(after["config.json"])["model_type"] == "convnextv2"
     assert set(after) == set(before)
@@ -73,7 +73,7 @@ def test_sigkill_during_convert_force_leaves_the_old_folder_or_the_new_one(weigh
                   "--force")
     after = _snapshot(hf_folder)
     if killed.returncode == 0:  # the switch is one system call here: no moment to kill it in between
-        assert after["model.safetensors"] != before["model.safetensors"] and after["README.md"] == b"my notes"
+        assert after["model.safetensors"] != before["model.safetensors"] and after["notes.md"] == b"my notes"
     else:
         assert killed.returncode == -9, killed.stderr[-3000:]
         assert after == before
