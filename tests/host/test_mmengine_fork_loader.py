@@ -155,7 +155,8 @@ class _SamplerSkippingIterator:
 
 
 def _runner_with(iterator):
-    return types.SimpleNamespace(train_loop=types.SimpleNamespace(dataloader_iterator=iterator))
+    """A runner with no hooks and no strategy (what the hook's other checks read) whose loop iterates ``iterator``."""
+    return types.SimpleNamespace(train_loop=types.SimpleNamespace(dataloader_iterator=iterator), hooks=[], cfg={})
 
 
 def test_resume_replays_the_skipped_batches_like_upstream():
