@@ -5,14 +5,17 @@ Every measurement the project records (benchmark tables, the engine choice cache
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import platform
 from importlib import metadata
 from typing import Iterator
 
 
+@functools.lru_cache(maxsize=1)
 def _cpuinfo_fields() -> tuple[str, str]:
-    """The first ``model name`` and ``flags`` (``Features`` on Arm) values of /proc/cpuinfo, where it exists."""
+    """The first ``model name`` and ``flags`` (``Features`` on Arm) values of /proc/cpuinfo, where it exists (read
+    once per process: the machine identity asks for both)."""
     name = flags = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
