@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from cvx2_backbone.deploy.mmdeploy_compat import require_mmdeploy
 from cvx2_backbone.deploy.mmdeploy_segmentation import SegmentationModel
+from cvx2_backbone.engine.config import host_packages_by_import_name
 from cvx2_backbone.models.convnext import ConvNeXt
 
 ConfigLike = Union[str, Path, Config]
@@ -42,13 +43,15 @@ def count_backbones(model: nn.Module) -> int:
 
 
 def load_configs(deploy_cfg: ConfigLike, model_cfg: ConfigLike) -> tuple[Config, Config]:
-    """mmdeploy's ``load_config`` for both, and a top-level ``test_pipeline`` (which mmdeploy reads) taken from
-    the test or val loader when the model config has none (configs built in code, like the demo's)."""
+    """mmdeploy's ``load_config`` for both (``mmseg::`` bases resolved on either stack), and a top-level
+    ``test_pipeline`` (which mmdeploy reads) taken from the test or val loader when the model config has none
+    (configs built in code, like the demo's)."""
     require_mmdeploy()
     from mmdeploy.utils import load_config
 
     given = (str(c) if isinstance(c, Path) else copy.deepcopy(c) for c in (deploy_cfg, model_cfg))  # callers' kept
-    deploy_cfg, model_cfg = load_config(*given)
+    with host_packages_by_import_name():  # ``mmseg::`` bases on the maintained forks (engine/config.py says why)
+        deploy_cfg, model_cfg = load_config(*given)
     if "test_pipeline" not in model_cfg:
         loader = model_cfg.get("test_dataloader") or model_cfg.get("val_dataloader")
         if not loader:
