@@ -50,13 +50,14 @@ def test_pretrain_with_tools_train_then_mask_rcnn_starts_from_the_checkpoint(tmp
     assert {"norm0.weight", "norm3.bias"} <= set(backbone)  # output norms: the detector's own, not in FCMAE
 
 
-def test_fcmae_show_trains_briefly_and_draws(tmp_path, capsys):
+def test_fcmae_show_trains_briefly_and_draws(tmp_path):
+    """`cvx2 fcmae-show` as a user runs it, in its own interpreter (in this one, after some 600 earlier tests, the
+    in-process Runner crashed CPython with SIGSEGV inside mmengine's `git rev-parse` call; see the 2026-12-07 note)."""
     photos = sample_photos()
     assert len(photos) >= 6  # matplotlib's photo and scikit-image's (the test extra installs it)
     out = tmp_path / "show"
-    assert cvx2(["fcmae-show", *map(str, photos[:2]), "-o", str(out), "--iters", "2", "--size", "96",
-                 "--threads", "1"]) == 0
-    printed = capsys.readouterr().out
+    printed = run_tool(sys.executable, "-m", "cvx2_backbone.cli.main", "fcmae-show", *map(str, photos[:2]),
+                       "-o", str(out), "--iters", "2", "--size", "96", "--threads", "1")
     assert "hidden-patch MSE" in printed
     pictures = sorted(out.glob("*_fcmae.png"))
     assert [p.name for p in pictures] == sorted(f"{p.stem}_fcmae.png" for p in photos[:2])
@@ -67,7 +68,8 @@ def test_fcmae_show_trains_briefly_and_draws(tmp_path, capsys):
     assert (out / "fcmae_show.png").is_file() and (out / "loss_curve.png").is_file()
     assert (out / "train/iter_2.pth").is_file()
 
-    # the checkpoint it wrote shows again, with the config stored inside it and the same masks and scores
+    # the checkpoint it wrote shows again (in this process), with the config stored inside it and the same masks
+    # and scores
     again = tmp_path / "again"
     assert cvx2(["fcmae-show", *map(str, photos[:2]), "-o", str(again), "--checkpoint",
                  str(out / "train/iter_2.pth"), "--size", "96"]) == 0
