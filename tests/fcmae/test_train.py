@@ -51,8 +51,8 @@ def test_pretrain_with_tools_train_then_mask_rcnn_starts_from_the_checkpoint(tmp
 
 
 def test_fcmae_show_trains_briefly_and_draws(tmp_path):
-    """`cvx2 fcmae-show` as a user runs it, in its own interpreter (in this one, after some 600 earlier tests, the
-    in-process Runner crashed CPython with SIGSEGV inside mmengine's `git rev-parse` call; see the 2026-12-07 note)."""
+    """`cvx2 fcmae-show` as a user runs it, in its own interpreter: in the suite's process, after some 600 earlier
+    tests, the in-process Runner crashed CPython with SIGSEGV (heap corrupted earlier by native code, not found yet)."""
     photos = sample_photos()
     assert len(photos) >= 6  # matplotlib's photo and scikit-image's (the test extra installs it)
     out = tmp_path / "show"
